@@ -1,0 +1,70 @@
+"""Small helpers every chapter uses: the device, the environment line, the CI switch, a timer.
+
+Introduced in Chapter 1, *Introduction*.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+import torch
+
+#: Environment variable that shrinks long work (searches, training) for CI: ``BOOK_SMOKE=1``.
+SMOKE_ENV = "BOOK_SMOKE"
+
+
+def smoke_run() -> bool:
+    """True when ``BOOK_SMOKE`` is set to a true value: notebooks then shrink their long work.
+
+    The default (unset) is the real run a reader sees; CI sets ``BOOK_SMOKE=1``.
+
+    Introduced in Chapter 1, *Introduction*.
+    """
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def try_gpu() -> torch.device:
+    """The first CUDA device if there is one, else the CPU (d2l's ``try_gpu``).
+
+    Introduced in Chapter 1, *Introduction*.
+    """
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def environment_line() -> str:
+    """One line saying what a notebook ran on: package, torch, device and Python versions.
+
+    Introduced in Chapter 1, *Introduction*.
+    """
+    from . import __version__
+
+    device = try_gpu()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return (f"effnet_tutorial {__version__} | torch {torch.__version__} | device: {device} ({name}) | "
+            f"Python {platform.python_version()}")
+
+
+def time_it(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs, after ``warmup`` runs.
+
+    Synchronises CUDA around each run so GPU timings are real.
+
+    Introduced in Chapter 2, *Depthwise separable convolutions*.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]

@@ -1,0 +1,71 @@
+"""Converting reference checkpoints to this package's parameter names.
+
+timm names the parts of a block by their position (``conv_pw``, ``bn1``, ``bn2``), and the same
+name means different things in the two block types: in an inverted residual ``conv_pw`` is the
+expansion, in the first stage's depthwise-separable block it is the projection. This package names
+them by role (``expand``, ``depthwise``, ``se``, ``project``), so conversion is a renaming that
+looks at each block's keys to know which kind of block it is.
+
+Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Mapping
+
+import torch
+
+# timm name -> our name, for the parts of an inverted-residual block (MBConv6)
+_IR_PARTS = {
+    "conv_pw": "expand.conv", "bn1": "expand.bn",
+    "conv_dw": "depthwise.conv", "bn2": "depthwise.bn",
+    "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand",
+    "conv_pwl": "project.conv", "bn3": "project.bn",
+}
+# ... and of a depthwise-separable block (MBConv1, no expansion)
+_DS_PARTS = {
+    "conv_dw": "depthwise.conv", "bn1": "depthwise.bn",
+    "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand",
+    "conv_pw": "project.conv", "bn2": "project.bn",
+}
+_TOP = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
+        "classifier": "classifier"}
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(.+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_OTHER = re.compile(r"^(.+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def from_timm(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Rename a timm EfficientNet state dict (``efficientnet_*`` or ``tf_efficientnet_*``).
+
+    ``create_model(name).load_state_dict(from_timm(timm_model.state_dict()))`` then loads
+    strictly for the same-named model. Works for classifiers and for timm's ``features_only``
+    backbones (which have no head). Raises ``ValueError`` naming any key it does not recognise.
+
+    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+    """
+    # A block is depthwise-separable when it has no linear projection ``conv_pwl``.
+    ir_blocks = {m.group(1, 2) for k in state_dict if (m := _BLOCK.match(k)) and m.group(3) == "conv_pwl"}
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        m = _BLOCK.match(key)
+        if m:
+            stage, block, part, leaf = m.groups()
+            parts = _IR_PARTS if (stage, block) in ir_blocks else _DS_PARTS
+            if part in parts:
+                out[f"stages.{stage}.{block}.{parts[part]}.{leaf}"] = value
+                continue
+        else:
+            m = _OTHER.match(key)
+            if m and m.group(1) in _TOP:
+                out[f"{_TOP[m.group(1)]}.{m.group(2)}"] = value
+                continue
+        unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} key(s) are not part of a timm EfficientNet: {unknown[:5]}"
+            + (" ..." if len(unknown) > 5 else "")
+            + " (pass model.state_dict() of a timm efficientnet_*/tf_efficientnet_* model)"
+        )
+    return out
