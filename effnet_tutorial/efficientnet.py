@@ -80,6 +80,27 @@ PRESETS: dict[str, EfficientNetPreset] = {
 }
 
 
+@dataclass(frozen=True)
+class PublishedFigures:
+    """Parameters and multiply-adds as a paper printed them (rounded there, not here).
+
+    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+    """
+
+    params_millions: float
+    flops_billions: float
+    source: str
+
+
+#: Tan & Le (2019), Table 2 (ImageNet results; "FLOPs" are multiply-adds). B8 and L2 were
+#: published without a FLOPs figure in that table and are left out.
+PAPER_FIGURES: dict[str, PublishedFigures] = {
+    v: PublishedFigures(p, f, "Tan & Le 2019, Table 2")
+    for v, p, f in [("b0", 5.3, 0.39), ("b1", 7.8, 0.70), ("b2", 9.2, 1.0), ("b3", 12, 1.8),
+                    ("b4", 19, 4.2), ("b5", 30, 9.9), ("b6", 43, 19), ("b7", 66, 37)]
+}
+
+
 def round_filters(channels: int, width_mult: float, divisor: int = 8) -> int:
     """Scale a channel count by ``width_mult`` and round it to a multiple of ``divisor``.
 
@@ -265,7 +286,7 @@ def native_resolution(variant: str) -> int:
 
 
 __all__ = [
-    "B0_STAGES", "FEATURE_STAGES", "PRESETS", "EfficientNet", "EfficientNetPreset", "StageSpec",
+    "B0_STAGES", "FEATURE_STAGES", "PAPER_FIGURES", "PRESETS", "PublishedFigures", "EfficientNet", "EfficientNetPreset", "StageSpec",
     "efficientnet", "init_weights", "native_resolution", "round_filters", "round_repeats",
     "scale_stages",
 ]
