@@ -79,6 +79,8 @@ class MBConv(nn.Module):
         if expand_ratio < 1:
             raise ValueError(f"expand_ratio must be >= 1, got {expand_ratio}")
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.expand_ratio = kernel_size, stride, expand_ratio
         hidden = in_channels * expand_ratio
         # expand: 1x1 conv to the wide hidden space (skipped for MBConv1)
         self.expand = ConvBnAct(in_channels, hidden, 1, **bn) if expand_ratio != 1 else None

@@ -121,7 +121,7 @@ def round_repeats(repeats: int, depth_mult: float) -> int:
 
 
 def scale_stages(
-    stages: Sequence[StageSpec], width_mult: float, depth_mult: float
+    stages: Sequence[StageSpec], width_mult: float, depth_mult: float, divisor: int = 8
 ) -> list[StageSpec]:
     """The stage table of a scaled network: widths by :func:`round_filters`, depths by
     :func:`round_repeats`.
@@ -129,7 +129,7 @@ def scale_stages(
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     return [
-        replace(s, out_channels=round_filters(s.out_channels, width_mult),
+        replace(s, out_channels=round_filters(s.out_channels, width_mult, divisor),
                 repeats=round_repeats(s.repeats, depth_mult))
         for s in stages
     ]
@@ -149,6 +149,10 @@ class EfficientNet(nn.Module):
         in_channels: image channels.
         features_only: build no head or classifier; ``forward`` returns the stride-8/16/32 maps.
         stages: the unscaled stage table (B0's by default).
+        stem_channels, head_channels: unscaled stem and head widths (B0's 32 and 1280); like the
+            stages they are multiplied by ``width_mult`` and rounded.
+        channel_divisor: channels are rounded to multiples of this (8 in the reference; a
+            smaller one lets tiny proxy networks scale their width smoothly).
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
@@ -166,6 +170,9 @@ class EfficientNet(nn.Module):
         in_channels: int = 3,
         features_only: bool = False,
         stages: Sequence[StageSpec] = B0_STAGES,
+        stem_channels: int = B0_STEM_CHANNELS,
+        head_channels: int = B0_HEAD_CHANNELS,
+        channel_divisor: int = 8,
     ) -> None:
         super().__init__()
         check_padding(padding)
@@ -176,14 +183,14 @@ class EfficientNet(nn.Module):
         if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout and drop_path_rate must be in [0, 1), got {dropout}, {drop_path_rate}")
         self.in_channels = in_channels
-        self.stage_specs = scale_stages(stages, width_mult, depth_mult)
+        self.stage_specs = scale_stages(stages, width_mult, depth_mult, channel_divisor)
         bn = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
-        stem_channels = round_filters(B0_STEM_CHANNELS, width_mult)
-        self.stem = ConvBnAct(in_channels, stem_channels, 3, stride=2, **bn)
+        stem_width = round_filters(stem_channels, width_mult, channel_divisor)
+        self.stem = ConvBnAct(in_channels, stem_width, 3, stride=2, **bn)
 
         total_blocks = sum(s.repeats for s in self.stage_specs)
-        stages_list, channels, index = [], stem_channels, 0
+        stages_list, channels, index = [], stem_width, 0
         for spec in self.stage_specs:
             blocks = []
             for j in range(spec.repeats):
@@ -199,7 +206,7 @@ class EfficientNet(nn.Module):
         self.feature_strides: list[int] = [8, 16, 32]
         self.features_only = features_only
 
-        self.num_features = round_filters(B0_HEAD_CHANNELS, width_mult)
+        self.num_features = round_filters(head_channels, width_mult, channel_divisor)
         if features_only:
             self.head, self.dropout, self.classifier = None, None, None
         else:

@@ -1,0 +1,138 @@
+"""A small, readable training loop for image classification (Part II's proxy experiments).
+
+Kept apart from the models (a model knows no training loop): AdamW, a linear warm-up then a
+cosine decay, one text line per epoch. Images arrive as ``uint8 (N, 3, S, S)`` and are resized
+once per run to the resolution under study, which is how resolution scaling enters.
+
+Introduced in Part II, *Compound scaling*.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .utils import try_gpu
+
+
+@dataclass
+class ClassifierConfig:
+    """Hyper-parameters of :func:`train_classifier`; every candidate of a search shares one.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``uint8 (N, 3, S, S)`` -> float ``(N, 3, resolution, resolution)``, zero mean, unit-ish std.
+
+    Downsampling uses an anti-aliased bilinear filter, so detail finer than the new pixel
+    size is averaged away, as a camera with fewer pixels would.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+    x = images.float().div_(255.0)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return (x - 0.5) / 0.25
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then a cosine decay to zero.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolution: int,
+             batch_size: int = 512, device: Optional[torch.device] = None) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images`` resized to ``resolution``.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    device = device or try_gpu()
+    model.eval().to(device)
+    x = prepare_images(images, resolution)
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size].to(device))
+        correct += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
+    return correct / len(x)
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    resolution: int,
+    config: ClassifierConfig = ClassifierConfig(),
+    device: Optional[torch.device] = None,
+    log: Optional[Callable[[str], None]] = print,
+) -> list[dict]:
+    """Train ``model`` in place on ``(images, labels)`` at ``resolution``; returns per-epoch logs.
+
+    Deterministic for ``config.seed`` on the CPU (shuffling and dropout draw from it).
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    if len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
+    device = device or try_gpu()
+    torch.manual_seed(config.seed)
+    x_all = prepare_images(images, resolution)
+    model.to(device).train()
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    warmup = max(1, int(config.warmup_fraction * total))
+    gen = torch.Generator().manual_seed(config.seed)
+    history, step = [], 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(x_all), generator=gen)
+        start, loss_sum = time.perf_counter(), 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            lr = cosine_lr(step, total, config.lr, warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(x_all[idx].to(device))
+            loss = F.cross_entropy(logits, labels[idx].to(device), label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower config.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            step += 1
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch + 1, "loss": loss_sum / len(x_all), "lr": lr,
+               "images_per_s": len(x_all) / seconds}
+        history.append(row)
+        if log is not None:
+            log(f"epoch {epoch + 1}/{config.epochs}  loss {row['loss']:.4f}  lr {lr:.2e}  "
+                f"{row['images_per_s']:.0f} img/s")
+    return history

@@ -1,0 +1,203 @@
+"""Compound scaling: the coefficients, the cost law, and the grid search for alpha, beta, gamma.
+
+Tan & Le (2019), Sec. 3.3: depth ``d = alpha**phi``, width ``w = beta**phi`` and resolution
+``r = gamma**phi``, with ``alpha * beta**2 * gamma**2 ~= 2`` so that the multiply-adds, which grow as
+``d * w**2 * r**2``, roughly double with each step of ``phi``. The paper found ``alpha, beta, gamma
+= 1.2, 1.1, 1.15`` by a small grid search at ``phi = 1``; :func:`grid_search` runs such a search
+on any proxy task a reader supplies.
+
+Introduced in Part II, *Compound scaling*.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+from .counting import count_flops, flop_breakdown  # noqa: F401  (re-exported for Part II)
+from .efficientnet import B0_STAGES, EfficientNet, StageSpec, scale_stages
+
+#: The coefficients the EfficientNet paper found (Sec. 3.3).
+PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Depth, width and resolution multipliers of one scaled network.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+
+    depth: float
+    width: float
+    resolution: float
+
+    @property
+    def flops_factor(self) -> float:
+        """The predicted growth of multiply-adds, ``d * w**2 * r**2``."""
+        return self.depth * self.width ** 2 * self.resolution ** 2
+
+
+def check_coefficients(alpha: float, beta: float, gamma: float) -> None:
+    """Raise ``ValueError`` unless alpha, beta and gamma are all at least 1 (the paper's rule).
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if not value >= 1.0:
+            raise ValueError(f"{name} must be >= 1 (scaling never shrinks a dimension), got {value}")
+
+
+def compound_coefficients(
+    phi: float, alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = PAPER_GAMMA
+) -> Coefficients:
+    """``(alpha**phi, beta**phi, gamma**phi)``: the multipliers at compound coefficient ``phi``.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    check_coefficients(alpha, beta, gamma)
+    return Coefficients(alpha ** phi, beta ** phi, gamma ** phi)
+
+
+def flops_constraint(alpha: float, beta: float, gamma: float) -> float:
+    """``alpha * beta**2 * gamma**2``, which the paper keeps near 2 (cost doubles per ``phi``).
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    return alpha * beta ** 2 * gamma ** 2
+
+
+def scaled_resolution(base_resolution: int, resolution_mult: float, multiple: int = 1) -> int:
+    """``base_resolution * resolution_mult`` rounded to the nearest multiple of ``multiple``.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    if base_resolution <= 0 or resolution_mult <= 0 or multiple <= 0:
+        raise ValueError("base_resolution, resolution_mult and multiple must be positive")
+    return max(multiple, int(round(base_resolution * resolution_mult / multiple)) * multiple)
+
+
+def scaled_stage_table(
+    coefficients: Coefficients, stages: Sequence[StageSpec] = B0_STAGES, divisor: int = 8
+) -> list[StageSpec]:
+    """The stage table that the rounding rules make of ``coefficients`` (see
+    :func:`~effnet_tutorial.efficientnet.scale_stages`).
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    return scale_stages(stages, coefficients.width, coefficients.depth, divisor)
+
+
+def candidate_grid(
+    step: float = 0.1, target: float = 2.0, max_alpha: float = 2.0
+) -> list[tuple[float, float, float]]:
+    """Every ``(alpha, beta, gamma)`` with alpha and beta on a grid and ``alpha*beta^2*gamma^2 = target``.
+
+    alpha and beta run over ``1, 1 + step, ...``; gamma is solved from the constraint (so the
+    constraint holds exactly) and the candidate is kept when ``gamma >= 1``.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    if step <= 0 or target < 1:
+        raise ValueError(f"step must be > 0 and target >= 1, got {step}, {target}")
+    out = []
+    n_alpha = int(round((max_alpha - 1) / step))
+    for i in range(n_alpha + 1):
+        alpha = round(1 + i * step, 10)
+        j = 0
+        while True:
+            beta = round(1 + j * step, 10)
+            rest = target / (alpha * beta ** 2)
+            if rest < 1 - 1e-12:
+                break
+            out.append((alpha, beta, round(math.sqrt(rest), 6)))
+            j += 1
+    return out
+
+
+@dataclass
+class SearchResult:
+    """One candidate of a grid search with its scores over seeds.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+
+    alpha: float
+    beta: float
+    gamma: float
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        """Mean score over seeds."""
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 with one seed)."""
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+
+
+def grid_search(
+    evaluate: Callable[[Coefficients, int], float],
+    candidates: Iterable[tuple[float, float, float]],
+    seeds: Sequence[int] = (0, 1),
+    phi: float = 1.0,
+    log: Optional[Callable[[str], None]] = print,
+) -> list[SearchResult]:
+    """Score every candidate ``(alpha, beta, gamma)`` at ``phi`` and rank them, best first.
+
+    ``evaluate(coefficients, seed)`` trains and evaluates one network (the caller decides the
+    budget; give every candidate the same one) and returns a score where higher is better.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    candidates = list(candidates)
+    if not candidates or not seeds:
+        raise ValueError("grid_search needs at least one candidate and one seed")
+    results = []
+    for k, (alpha, beta, gamma) in enumerate(candidates):
+        result = SearchResult(alpha, beta, gamma)
+        for seed in seeds:
+            result.scores.append(float(evaluate(compound_coefficients(phi, alpha, beta, gamma), seed)))
+        if log is not None:
+            log(f"[{k + 1}/{len(candidates)}] alpha={alpha:.2f} beta={beta:.2f} gamma={gamma:.3f}: "
+                f"{result.mean:.4f} +- {result.std:.4f}")
+        results.append(result)
+    return sorted(results, key=lambda r: r.mean, reverse=True)
+
+
+#: A small EfficientNet for proxy tasks on 32-64 px images: B0's first five stages, the last
+#: made stride 1, so the network downsamples 8x (a 32 px image ends at 4x4, not 1x1).
+PROXY_STAGES: tuple[StageSpec, ...] = (
+    StageSpec(1, 3, 1, 16, 1),
+    StageSpec(6, 3, 2, 24, 2),
+    StageSpec(6, 5, 2, 40, 2),
+    StageSpec(6, 3, 1, 80, 3),
+    StageSpec(6, 5, 1, 112, 3),
+    StageSpec(6, 5, 1, 112, 1),
+    StageSpec(6, 3, 1, 160, 1),
+)
+
+
+def proxy_efficientnet(
+    coefficients: Coefficients = Coefficients(1.0, 1.0, 1.0),
+    num_classes: int = 16,
+    base_width: float = 0.5,
+    base_depth: float = 0.5,
+    **options,
+) -> EfficientNet:
+    """The proxy network of Part II, scaled by ``coefficients`` (depth and width only; the
+    resolution multiplier applies to the input).
+
+    Channels round to multiples of 2 rather than 8 so that small width steps change the network.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+    return EfficientNet(
+        width_mult=base_width * coefficients.width, depth_mult=base_depth * coefficients.depth,
+        num_classes=num_classes, stages=PROXY_STAGES, stem_channels=32, head_channels=320,
+        channel_divisor=2, dropout=options.pop("dropout", 0.1),
+        drop_path_rate=options.pop("drop_path_rate", 0.0), **options,
+    )
