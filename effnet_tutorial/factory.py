@@ -9,6 +9,8 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from .checkpoints import download_checkpoint, load_detector_weights
+from .efficientdet import DETECTOR_PRESETS, DetectorConfig, efficientdet
 from .efficientnet import PRESETS, EfficientNet, efficientnet
 
 
@@ -27,6 +29,29 @@ for _v in PRESETS:
     _MODELS[f"tf_efficientnet_{_v}"] = (_efficientnet_builder(_v, True), _EFFICIENTNET_OPTIONS)
 
 
+_DETECTOR_OPTIONS = set(DetectorConfig.__dataclass_fields__)
+
+
+def _detector_builder(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 90, pretrained: bool = False,
+              checkpoint_path: Optional[str] = None, **options) -> nn.Module:
+        if pretrained and checkpoint_path:
+            raise ValueError("pass pretrained=True or checkpoint_path=, not both")
+        model = efficientdet(name, num_classes=num_classes, **options)
+        if pretrained:
+            load_detector_weights(model, download_checkpoint(model.config.url))
+        elif checkpoint_path:
+            load_detector_weights(model, checkpoint_path)
+        return model
+
+    build.__doc__ = f"EfficientDet {name}."
+    return build
+
+
+for _name in DETECTOR_PRESETS:
+    _MODELS[_name] = (_detector_builder(_name), _DETECTOR_OPTIONS | {"pretrained", "checkpoint_path"})
+
+
 def list_models() -> list[str]:
     """Every name :func:`create_model` accepts.
 
@@ -38,11 +63,18 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: Optional[int] = None, **options) -> nn.Module:
     """Build a model of the book by name, with random weights.
 
-    Names follow timm: ``efficientnet_b0`` ... ``efficientnet_b8``, ``efficientnet_l2`` (PyTorch
-    style: symmetric padding, BN eps 1e-5) and ``tf_efficientnet_b0`` ... (TF-faithful: "same"
-    padding, BN eps 1e-3). ``num_classes`` defaults to 1000; ``options`` are keyword arguments
-    of :class:`~effnet_tutorial.efficientnet.EfficientNet` (for example ``drop_path_rate=0.1`` or
-    ``features_only=True``).
+    Classifiers are named as timm names them: ``efficientnet_b0`` ... ``efficientnet_b8``,
+    ``efficientnet_l2`` (PyTorch style: symmetric padding, BN eps 1e-5) and ``tf_efficientnet_b0``
+    ... (TF-faithful: "same" padding, BN eps 1e-3). ``num_classes`` defaults to 1000; ``options``
+    are keyword arguments of :class:`~effnet_tutorial.efficientnet.EfficientNet` (for example
+    ``drop_path_rate=0.1`` or ``features_only=True``).
+
+    Detectors are named as effdet names them: ``tf_efficientdet_d0`` ... ``tf_efficientdet_d7x``
+    (TF-faithful) and ``efficientdet_d0`` ... ``efficientdet_d5`` (PyTorch-trained variants).
+    ``num_classes`` defaults to 90 (COCO); ``options`` override fields of
+    :class:`~effnet_tutorial.efficientdet.DetectorConfig`, plus ``pretrained=True`` (download the
+    released checkpoint, hash-checked; needs internet) or ``checkpoint_path=`` (a local file).
+    With ``num_classes`` other than 90 the pretrained class head is re-initialised.
 
     >>> model = create_model("efficientnet_b0")
     >>> count_parameters(model)  # doctest: +SKIP

@@ -27,7 +27,7 @@ PADDING_MODES: tuple[str, ...] = ("symmetric", "same")
 
 
 def check_padding(padding: str) -> None:
-    """Raise a ``ValueError`` unless ``padding`` is one of :data:`PADDING_MODES`."""
+    """Raise a ``ValueError`` unless ``padding`` is one of ``PADDING_MODES``."""
     if padding not in PADDING_MODES:
         raise ValueError(
             f"padding must be one of {PADDING_MODES}, got {padding!r}: 'symmetric' is PyTorch-style "
@@ -60,7 +60,7 @@ def symmetric_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> i
 class Conv2dSame(nn.Conv2d):
     """A :class:`torch.nn.Conv2d` that pads like TensorFlow's ``"SAME"`` for any input size.
 
-    The padding depends on the input size, so it is computed in :meth:`forward` (the weights and
+    The padding depends on the input size, so it is computed in ``forward`` (the weights and
     the state dict are those of a plain ``Conv2d`` with ``padding=0``).
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-#: Environment variable that shrinks long work (searches, training) for CI: ``BOOK_SMOKE=1``.
+#: Name of the environment variable that shrinks long work (searches, training) for CI, set as ``BOOK_SMOKE=1``.
 SMOKE_ENV = "BOOK_SMOKE"
 
 

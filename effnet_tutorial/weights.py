@@ -69,3 +69,61 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch
             + " (pass model.state_dict() of a timm efficientnet_*/tf_efficientnet_* model)"
         )
     return out
+
+
+_EFFDET_RULES = [  # (effdet pattern, our replacement) for keys outside the backbone and extra levels
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.edge_weights$", r"fpn.cells.\1.nodes.\2.fusion.weights"),
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.resample\.(\d+)\.conv\.conv\.",
+     r"fpn.cells.\1.nodes.\2.resample.\3.conv."),
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.resample\.(\d+)\.conv\.bn\.",
+     r"fpn.cells.\1.nodes.\2.resample.\3.bn."),
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.conv_dw\.", r"fpn.cells.\1.nodes.\2.conv.depthwise."),
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.conv_pw\.", r"fpn.cells.\1.nodes.\2.conv.pointwise."),
+    (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.bn\.", r"fpn.cells.\1.nodes.\2.bn."),
+    (r"^(class|box)_net\.conv_rep\.(\d+)\.conv_dw\.", r"\1_head.convs.\2.depthwise."),
+    (r"^(class|box)_net\.conv_rep\.(\d+)\.conv_pw\.", r"\1_head.convs.\2.pointwise."),
+    (r"^(class|box)_net\.bn_rep\.(\d+)\.(\d+)\.bn\.", r"\1_head.bns.\2.\3."),
+    (r"^(class|box)_net\.predict\.conv_dw\.", r"\1_head.predict.depthwise."),
+    (r"^(class|box)_net\.predict\.conv_pw\.", r"\1_head.predict.pointwise."),
+]
+
+
+def from_effdet(state_dict: Mapping[str, torch.Tensor],
+                num_backbone_levels: int = 3) -> "OrderedDict[str, torch.Tensor]":
+    """Rename an effdet EfficientDet state dict (``tf_efficientdet_*`` or ``efficientdet_*``).
+
+    ``create_model(name).load_state_dict(from_effdet(effdet_model.state_dict()))`` then loads
+    strictly for the same-named model. The backbone goes through :func:`from_timm`; effdet's
+    ``fpn.resample.{i}`` (the extra levels P6, P7, made from P5) become ``fpn.extra_levels.{i-3}``.
+    Checkpoints saved with ``head_bn_level_first=True`` (effdet's TorchScript layout) are not
+    accepted: load them into effdet and call ``toggle_head_bn_level_first()`` first.
+
+    Introduced in Part III, *EfficientDet D0-D7*.
+    """
+    backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict(
+        (f"backbone.{k}", v) for k, v in from_timm(backbone).items())
+    unknown = []
+    for key, value in state_dict.items():
+        if key.startswith("backbone."):
+            continue
+        m = re.match(r"^fpn\.resample\.(\d+)\.conv\.(conv|bn)\.(.+)$", key)
+        if m:
+            level = int(m.group(1)) - num_backbone_levels
+            out[f"fpn.extra_levels.{level}.{m.group(2)}.{m.group(3)}"] = value
+            continue
+        for pattern, repl in _EFFDET_RULES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} key(s) are not part of an effdet EfficientDet: {unknown[:5]}"
+            + (" ..." if len(unknown) > 5 else "")
+            + " (pass model.state_dict() of an effdet EfficientDet, not of a DetBench wrapper:"
+            " use bench.model.state_dict())"
+        )
+    return out
