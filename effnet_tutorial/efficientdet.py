@@ -85,6 +85,30 @@ for _name, _file in [("d0", "efficientdet_d0-f3276ba8.pth"), ("d1", "efficientde
         backbone_drop_path=0.1 if _name == "d0" else 0.2, url=_RELEASES + _file if _file else "")
 
 
+@dataclass(frozen=True)
+class DetectorFigures:
+    """Published size, cost and COCO accuracy of one EfficientDet.
+
+    Introduced in Part III, *EfficientDet D0-D7*.
+    """
+
+    params_millions: float
+    flops_billions: float  # multiply-adds
+    ap_test_dev: float  # COCO test-dev AP@[.5:.95]
+    ap_val: float  # COCO val2017
+
+
+#: The official table (automl's efficientdet README, before the March 2021 re-training, which the
+#: final paper version reports; Tan, Pang & Le 2020, Table 2).
+PAPER_DETECTOR_FIGURES: dict[str, DetectorFigures] = {
+    f"d{k}": DetectorFigures(*v) for k, v in {
+        "0": (3.9, 2.54, 34.6, 34.3), "1": (6.6, 6.10, 40.5, 40.2), "2": (8.1, 11.0, 43.0, 42.5),
+        "3": (12.0, 24.9, 47.5, 47.2), "4": (20.7, 55.2, 49.7, 49.3), "5": (33.7, 130, 51.5, 51.2),
+        "6": (51.9, 226, 52.6, 52.1), "7": (51.9, 325, 53.7, 53.4), "7x": (77.0, 410, 55.1, 54.4),
+    }.items()
+}
+
+
 class DetectionHead(nn.Module):
     """Class or box prediction head, shared by all pyramid levels.
 
@@ -180,6 +204,17 @@ class EfficientDet(nn.Module):
         check_image_batch(images, 3, "images")
         features = self.fpn(self.backbone.feature_maps(images))
         return self.class_head(features), self.box_head(features)
+
+    def predict(self, images, **options) -> list[dict[str, torch.Tensor]]:
+        """Detections for images of any size, boxes **xyxy in each image's own pixels**.
+
+        ``images``: one image or a list, each ``(3, H, W)`` or ``(H, W, 3)``, uint8 or 0-255
+        float. Returns per image ``{"boxes", "scores", "labels"}`` (labels 0-based). See
+        :func:`effnet_tutorial.inference.predict` for the options.
+        """
+        from .inference import predict  # inference builds on this module
+
+        return predict(self, images, **options)
 
 
 def reset_head(head: DetectionHead, prior: bool) -> None:
