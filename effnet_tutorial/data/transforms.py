@@ -1,0 +1,156 @@
+"""Detection transforms that move boxes with the image: flip, scale jitter with crop, resize-and-pad.
+
+The paper's training recipe (Tan et al. 2020, Sec. 5.1; automl ``input_rand_hflip``,
+``jitter_min=0.1``, ``jitter_max=2.0``): flip horizontally with probability 0.5, then scale the
+image so that its longer side is ``factor * size`` with ``factor`` uniform in [0.1, 2.0], crop a
+random ``size x size`` window if it is larger, and pad to ``size x size`` with the mean colour.
+Evaluation uses the same resize-and-pad with factor 1 and no crop. Every transform takes and
+returns ``(image, target)``: a float ``(3, H, W)`` image in 0-255 units and a target whose
+``boxes`` are **xyxy** pixels; boxes cut by a crop are clipped, and dropped if nothing is left.
+
+Introduced in Part IV, *Data for detection*.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..inference import IMAGENET_MEAN, normalize
+
+Target = dict[str, torch.Tensor]
+Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+
+
+class Compose:
+    """Apply transforms in order.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+
+class HorizontalFlip:
+    """Mirror left-right with probability ``p``: ``x -> W - x`` for both box corners.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+
+    def __init__(self, p: float = 0.5, rng: Optional[random.Random] = None) -> None:
+        self.p, self.rng = p, rng or random.Random()
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if self.rng.random() >= self.p:
+            return image, target
+        width = image.shape[-1]
+        boxes = target["boxes"].clone()
+        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+        return image.flip(-1), {**target, "boxes": boxes}
+
+
+def _resize(image: torch.Tensor, boxes: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = image.shape[-2:]
+    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    image = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    scale = boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
+    return image, boxes * scale
+
+
+def _place(image: torch.Tensor, target: Target, size: int, top: int, left: int) -> tuple[torch.Tensor, Target]:
+    """Crop the window starting at (top, left) and pad to size x size; clip and filter boxes."""
+    window = image[:, top:top + size, left:left + size]
+    canvas = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).repeat(1, size, size)
+    canvas[:, :window.shape[1], :window.shape[2]] = window
+    boxes = target["boxes"] - target["boxes"].new_tensor([left, top, left, top])
+    limit = boxes.new_tensor([window.shape[2], window.shape[1]] * 2)
+    boxes = torch.min(boxes.clamp(min=0), limit)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 1) & ((boxes[:, 3] - boxes[:, 1]) > 1)
+    return canvas, {**target, "boxes": boxes[keep], "labels": target["labels"][keep]}
+
+
+class ResizePad:
+    """Evaluation: fit the longer side to ``size``, paste top-left, pad with the mean colour.
+
+    Adds ``target["scale"]``: original pixels per output pixel, to map predictions back.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        h, w = image.shape[-2:]
+        factor = min(self.size / h, self.size / w)
+        image, boxes = _resize(image.float(), target["boxes"], factor)
+        image, target = _place(image, {**target, "boxes": boxes}, self.size, 0, 0)
+        return image, {**target, "scale": torch.tensor(1.0 / factor)}
+
+
+class RandomScaleCrop:
+    """Training: scale jitter in ``scale_range`` times ``size``, random crop, pad (the paper's recipe).
+
+    Introduced in Part IV, *Data for detection*.
+    """
+
+    def __init__(self, size: int, scale_range: tuple[float, float] = (0.1, 2.0),
+                 rng: Optional[random.Random] = None) -> None:
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+        self.size, self.scale_range, self.rng = size, scale_range, rng or random.Random()
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        h, w = image.shape[-2:]
+        jitter = self.rng.uniform(*self.scale_range)
+        factor = jitter * min(self.size / h, self.size / w)
+        image, boxes = _resize(image.float(), target["boxes"], factor)
+        nh, nw = image.shape[-2:]
+        top = self.rng.randint(0, max(0, nh - self.size))
+        left = self.rng.randint(0, max(0, nw - self.size))
+        image, target = _place(image, {**target, "boxes": boxes}, self.size, top, left)
+        return image, {**target, "scale": torch.tensor(1.0 / factor)}
+
+
+class Normalize:
+    """ImageNet mean/std normalisation of a 0-255 image; boxes untouched.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        return normalize(image.float()), target
+
+
+def train_transforms(size: int, scale_range: tuple[float, float] = (0.1, 2.0), seed: Optional[int] = None) -> Compose:
+    """The paper's training pipeline: flip, scale jitter with crop, pad, normalise.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+    rng = random.Random(seed)
+    return Compose([HorizontalFlip(0.5, rng), RandomScaleCrop(size, scale_range, rng), Normalize()])
+
+
+def eval_transforms(size: int) -> Compose:
+    """Evaluation pipeline: resize-and-pad, normalise.
+
+    Introduced in Part IV, *Data for detection*.
+    """
+    return Compose([ResizePad(size), Normalize()])
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
+    """Stack same-sized images; keep targets as a list (each image has its own number of boxes).
+
+    Introduced in Part IV, *Data for detection*.
+    """
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
