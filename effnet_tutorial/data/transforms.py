@@ -30,8 +30,9 @@ class Compose:
     Introduced in Part IV, *Data for detection*.
     """
 
-    def __init__(self, transforms: Sequence[Transform]) -> None:
+    def __init__(self, transforms: Sequence[Transform], rng: Optional[random.Random] = None) -> None:
         self.transforms = list(transforms)
+        self.rng = rng  # the generator the random transforms share, if any (reseedable)
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         for t in self.transforms:
@@ -136,7 +137,7 @@ def train_transforms(size: int, scale_range: tuple[float, float] = (0.1, 2.0), s
     Introduced in Part IV, *Data for detection*.
     """
     rng = random.Random(seed)
-    return Compose([HorizontalFlip(0.5, rng), RandomScaleCrop(size, scale_range, rng), Normalize()])
+    return Compose([HorizontalFlip(0.5, rng), RandomScaleCrop(size, scale_range, rng), Normalize()], rng)
 
 
 def eval_transforms(size: int) -> Compose:
