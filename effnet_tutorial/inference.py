@@ -34,7 +34,7 @@ def as_chw_tensor(image: ImageLike) -> torch.Tensor:
 
     Introduced in Part III, *EfficientDet D0-D7*.
     """
-    x = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
+    x = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         raise ValueError(f"an image must be (3, H, W) or (H, W, 3), got {getattr(x, 'shape', type(x))}")
     if x.shape[0] != 3 and x.shape[-1] == 3:

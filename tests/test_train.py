@@ -58,7 +58,7 @@ def test_default_learning_rate_follows_the_reference_scaling():
 
 def test_resumed_run_reaches_the_same_weights(data_root, tmp_path):
     straight = make_trainer(data_root, tmp_path / "a")
-    straight.fit(max_steps=4)  # 4 steps cross an epoch boundary (2 steps per epoch)
+    straight.fit(max_steps=4)  # 8 images, batch 2: the resume below lands mid-epoch
     half = make_trainer(data_root, tmp_path / "b")
     half.fit(max_steps=3)
     resumed = make_trainer(data_root, tmp_path / "b")
