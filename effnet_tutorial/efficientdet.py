@@ -50,7 +50,7 @@ class DetectorConfig:
 
     @property
     def num_anchors(self) -> int:
-        """Anchors per location: scales x aspect ratios (9)."""
+        """The number of anchors at each location, scales times aspect ratios (9)."""
         return self.num_scales * len(self.aspect_ratios)
 
 

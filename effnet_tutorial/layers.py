@@ -146,6 +146,7 @@ class DepthwiseSeparableConv2d(nn.Module):
         padding: PaddingMode = "symmetric",
     ) -> None:
         super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.depthwise = create_conv2d(
             in_channels, in_channels, kernel_size, stride, groups=in_channels, padding=padding
         )
