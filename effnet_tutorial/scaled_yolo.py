@@ -1,0 +1,327 @@
+"""Scaled-YOLOv4's cost analysis, built from real modules.
+
+Wang, Bochkovskiy & Liao (2021), Sec. 3: the multiply-adds of three kinds of "computational
+layer" (``k`` residual blocks of base width ``b`` on a ``w x h`` map) and how they grow with the
+input size (factor alpha), the depth (beta) and the width (gamma) (their Table 1); what the
+cross-stage-partial (CSP) split saves (their Table 2); and the small cost models behind the
+principles for tiny and large detectors (memory access cost, convolutional input/output, and
+receptive fields). Published COCO results of EfficientDet and Scaled-YOLOv4 are kept as data.
+
+Costs are multiply-adds of convolutions, counted with :func:`~effnet_tutorial.counting.count_flops`.
+Introduced in Chapter 8, *Scaled-YOLOv4: scaling beyond d, w, r*.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .counting import InputSize, _input_tensor
+
+LayerKind = Literal["res", "resx", "dark"]
+LAYER_KINDS: tuple[str, ...] = ("res", "resx", "dark")
+#: ResNeXt's grouped 3x3 convolution uses 32 groups (the paper's "gconv(3x3/32)").
+RESNEXT_GROUPS = 32
+
+#: The cost of one block in units of ``w*h*b**2`` (Table 1), so a layer of k blocks costs
+#: ``coef * whkb^2``. The blocks are res (1x1 b->b/4, 3x3 b/4->b/4, 1x1 b/4->b),
+#: resx (1x1 b->b/2, 3x3/32 b/2->b/2, 1x1 b/2->b) and dark (1x1 b->b/2, 3x3 b/2->b).
+BLOCK_COST: dict[str, Fraction] = {
+    "res": Fraction(17, 16), "resx": Fraction(137, 128), "dark": Fraction(5),
+}
+#: The per-block cost after CSP-ization (Table 2); blocks see b/2 channels, their inner width is kept.
+CSP_BLOCK_COST: dict[str, Fraction] = {
+    "res": Fraction(13, 16), "resx": Fraction(73, 128), "dark": Fraction(5, 2),
+}
+#: The fixed (depth-independent) cost of the CSP split and transition in ``whb^2`` (Table 2).
+PAPER_CSP_OVERHEAD = Fraction(3, 4)
+#: The overhead of ``BottleneckCSP`` as released with the paper's models: 1x1 b->b/2 twice (the
+#: two paths), a 1x1 b/2->b/2 transition and a 1x1 b->b fusion: 1/2 + 1/2 + 1/4 + 1.
+RELEASED_CSP_OVERHEAD = Fraction(9, 4)
+#: The reductions the paper (Sec. 3.1) reports for CSP-izing each layer, in percent.
+PAPER_CSP_REDUCTIONS: dict[str, float] = {"res": 23.5, "resx": 46.7, "dark": 50.0}
+#: The factor by which a layer's cost grows when one dimension is scaled by ``x`` (Table 1).
+COST_GROWTH = {"size": lambda x: x ** 2, "depth": lambda x: x, "width": lambda x: x ** 2}
+
+
+def _check(kind: str, b: int, k: int) -> None:
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
+    if k < 1 or b < 4 or b % 4:
+        raise ValueError(f"need k >= 1 blocks and a base width b >= 4 divisible by 4, got k={k}, b={b}")
+    if kind == "resx" and (b // 2) % RESNEXT_GROUPS:
+        raise ValueError(f"ResNeXt needs b/2 divisible by {RESNEXT_GROUPS}, got b={b}")
+
+
+def conv(c_in: int, c_out: int, kernel_size: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A bias-free stride-1 convolution that keeps the spatial size.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    return nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: a residual block (BN and activations are left out: they cost no MACs).
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def block(kind: LayerKind, channels: int, inner: int) -> Residual:
+    """One block of a computational layer: ``channels`` in and out, ``inner`` inside.
+
+    The paper's blocks have ``inner = b/4`` (res), ``b/2`` (resx) and ``b/2`` (dark).
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    if kind == "res":
+        return Residual(conv(channels, inner), conv(inner, inner, 3), conv(inner, channels))
+    if kind == "resx":
+        return Residual(conv(channels, inner), conv(inner, inner, 3, groups=RESNEXT_GROUPS),
+                        conv(inner, channels))
+    if kind == "dark":
+        return Residual(conv(channels, inner), conv(inner, channels, 3))
+    raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
+
+
+def inner_width(kind: LayerKind, b: int) -> int:
+    """The width inside a block of base width ``b``: ``b/4`` for res, ``b/2`` for resx and dark."""
+    return b // 4 if kind == "res" else b // 2
+
+
+def computational_layer(kind: LayerKind, b: int, k: int) -> nn.Sequential:
+    """``k`` blocks of base width ``b`` (Table 1's "Res layer", "ResX layer", "Dark layer").
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    _check(kind, b, k)
+    return nn.Sequential(*[block(kind, b, inner_width(kind, b)) for _ in range(k)])
+
+
+class CSPLayer(nn.Module):
+    """The CSP-ized computational layer: half the channels go through ``k`` blocks, half go around.
+
+    The blocks see ``b/2`` channels but keep the inner width of the original blocks (Table 2's
+    per-block costs follow from that). ``transitions`` chooses the layers around them:
+
+    * ``"paper"``: a 1x1 ``b -> b/2`` conv feeds the blocks, the other half of the input channels
+      is the cross path (a slice, free), a 1x1 ``b/2 -> b/2`` transition closes the block path:
+      ``(1/2 + 1/4) whb^2``, the constant ``3/4`` of Table 2.
+    * ``"released"``: ``BottleneckCSP`` of the released models: 1x1 ``b -> b/2`` into the blocks,
+      1x1 ``b -> b/2`` as the cross path, a 1x1 ``b/2 -> b/2`` transition and a 1x1 ``b -> b``
+      after the concatenation: ``9/4 whb^2``.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+
+    def __init__(self, kind: LayerKind, b: int, k: int,
+                 transitions: Literal["paper", "released"] = "paper") -> None:
+        super().__init__()
+        _check(kind, b, k)
+        if transitions not in ("paper", "released"):
+            raise ValueError(f"transitions must be 'paper' or 'released', got {transitions!r}")
+        half = b // 2
+        self.b, self.transitions = b, transitions
+        self.enter = conv(b, half)
+        self.blocks = nn.Sequential(*[block(kind, half, inner_width(kind, b)) for _ in range(k)])
+        self.transition = conv(half, half)
+        self.cross = conv(b, half) if transitions == "released" else None
+        self.fuse = conv(b, b) if transitions == "released" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.transition(self.blocks(self.enter(x)))  # (B, b/2, H, W)
+        if self.fuse is None:
+            return torch.cat([y, x[:, self.b // 2:]], dim=1)  # cross path: the other half, as is
+        return self.fuse(torch.cat([y, self.cross(x)], dim=1))  # (B, b, H, W)
+
+
+def layer_cost(kind: LayerKind, w: int, h: int, b: int, k: int) -> Fraction:
+    """Table 1: multiply-adds of a computational layer, ``coef * w*h*k*b**2``.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    return BLOCK_COST[kind] * w * h * k * b * b
+
+
+def csp_layer_cost(kind: LayerKind, w: int, h: int, b: int, k: int,
+                   overhead: Fraction = PAPER_CSP_OVERHEAD) -> Fraction:
+    """Table 2: multiply-adds of the CSP-ized layer, ``w*h*b**2 * (overhead + coef * k)``.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    return w * h * b * b * (Fraction(overhead) + CSP_BLOCK_COST[kind] * k)
+
+
+def csp_reduction(kind: LayerKind, k: float = float("inf"),
+                  overhead: Fraction = PAPER_CSP_OVERHEAD) -> float:
+    """The fraction of multiply-adds that CSP-ization saves for a layer of ``k`` blocks.
+
+    With ``k = inf`` (the default) the overhead drops out and the result is
+    ``1 - CSP_BLOCK_COST / BLOCK_COST``: the paper's 23.5%, 46.7% and 50.0%.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
+    if k == float("inf"):
+        return float(1 - CSP_BLOCK_COST[kind] / BLOCK_COST[kind])
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float(1 - (Fraction(overhead) + CSP_BLOCK_COST[kind] * k) / (BLOCK_COST[kind] * k))
+
+
+def _conv_tensor_sizes(model: nn.Module, input_size: InputSize) -> list[tuple[int, int, int]]:
+    """(input elements, output elements, weight elements) of every conv in one forward pass."""
+    rows: list[tuple[int, int, int]] = []
+
+    def hook(m, inputs, output):
+        rows.append((inputs[0].numel(), output.numel(), m.weight.numel()))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(_input_tensor(model, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def memory_access_cost(model: nn.Module, input_size: InputSize) -> int:
+    """ShuffleNet V2's memory access cost: for every conv, the elements it reads and writes
+    (input map, output map, weights). For a 1x1 conv: ``hw*(c_in + c_out) + c_in*c_out``.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    return sum(i + o + w for i, o, w in _conv_tensor_sizes(model, input_size))
+
+
+def conv_io(model: nn.Module, input_size: InputSize) -> int:
+    """Convolutional input/output (CIO, from HarDNet): the sum over convs of input plus output
+    elements, a proxy for DRAM traffic.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    return sum(i + o for i, o, _ in _conv_tensor_sizes(model, input_size))
+
+
+class OSABlock(nn.Module):
+    """One-shot aggregation (VoVNet/OSANet): ``k`` 3x3 convs of ``g`` channels in a chain, all
+    their outputs concatenated once with the input (``b + k*g`` channels), then a 1x1 to ``out``
+    (no 1x1 when ``out`` is None). The chain costs ``O(max(whbg, whkg^2))``.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+
+    def __init__(self, b: int, g: int, k: int, out: int | None = None) -> None:
+        super().__init__()
+        if min(b, g, k) < 1:
+            raise ValueError(f"b, g and k must be positive, got {b}, {g}, {k}")
+        self.convs = nn.ModuleList([conv(b if i == 0 else g, g, 3) for i in range(k)])
+        self.aggregate = conv(b + k * g, out) if out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [x]
+        for c in self.convs:
+            outs.append(c(outs[-1]))
+        y = torch.cat(outs, dim=1)  # (B, b + k*g, H, W)
+        return self.aggregate(y) if self.aggregate is not None else y
+
+
+class DenseBlock(nn.Module):
+    """DenseNet's block: ``k`` 3x3 convs of growth ``g``, layer ``i`` reading the input and all
+    earlier outputs (``b + i*g`` channels). Its cost is ``O(whgbk)`` (plus ``whk^2g^2``).
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+
+    def __init__(self, b: int, g: int, k: int) -> None:
+        super().__init__()
+        if min(b, g, k) < 1:
+            raise ValueError(f"b, g and k must be positive, got {b}, {g}, {k}")
+        self.convs = nn.ModuleList([conv(b + i * g, g, 3) for i in range(k)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for c in self.convs:
+            x = torch.cat([x, c(x)], dim=1)  # (B, b + (i+1)*g, H, W)
+        return x
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
+    """Receptive field (in input pixels) of a chain of ``(kernel, stride)`` layers.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    field, jump = 1, 1
+    for kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def csp_darknet_layers(blocks_per_stage: Sequence[int]) -> list[tuple[int, int]]:
+    """``(kernel, stride)`` of a CSPDarknet-style backbone: a 3x3 stem, then per stage a 3x3
+    stride-2 conv and ``n`` blocks (1x1 then 3x3). Width does not appear: it changes no kernel.
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+    layers = [(3, 1)]
+    for n in blocks_per_stage:
+        layers.append((3, 2))
+        layers += [(1, 1), (3, 1)] * n
+    return layers
+
+
+@dataclass(frozen=True)
+class DetectorResult:
+    """One published COCO result: the model, its input side, and AP on test-dev (percent).
+
+    Introduced in Chapter 8, *Scaled-YOLOv4*.
+    """
+
+    name: str
+    input_size: int
+    ap: float
+    params_millions: float | None
+    flops_billions: float | None
+    source: str
+
+
+#: EfficientDet's scaling table (Table 1 of Tan, Pang and Le 2020) with the input size, backbone,
+#: BiFPN width and depth, and head depth of D0 to D7.
+EFFICIENTDET_SCALING: dict[str, tuple[int, str, int, int, int]] = {
+    "D0": (512, "B0", 64, 3, 3), "D1": (640, "B1", 88, 4, 3), "D2": (768, "B2", 112, 5, 3),
+    "D3": (896, "B3", 160, 6, 4), "D4": (1024, "B4", 224, 7, 4), "D5": (1280, "B5", 288, 7, 4),
+    "D6": (1280, "B6", 384, 8, 5), "D7": (1536, "B6", 384, 8, 5),
+}
+_EFFDET_SOURCE = "Tan, Pang & Le 2020, Table 2 (final arXiv version); automl README"
+#: EfficientDet COCO test-dev AP, parameters and FLOPs (multiply-adds) as published.
+EFFICIENTDET_COCO: tuple[DetectorResult, ...] = tuple(
+    DetectorResult(f"EfficientDet-{d}", EFFICIENTDET_SCALING[d][0], ap, p, f, _EFFDET_SOURCE)
+    for d, ap, p, f in [("D0", 34.6, 3.9, 2.54), ("D1", 40.5, 6.6, 6.10), ("D2", 43.0, 8.1, 11.0),
+                        ("D3", 47.5, 12.0, 24.9), ("D4", 49.7, 20.7, 55.2), ("D5", 51.5, 33.7, 130.0),
+                        ("D6", 52.6, 51.9, 226.0), ("D7", 53.7, 51.9, 325.0)]
+)
+_YOLO_SOURCE = "Wang, Bochkovskiy & Liao 2021, as listed in the authors' ScaledYOLOv4 README (test-dev)"
+#: YOLOv4-large COCO test-dev AP without test-time augmentation. Parameters and FLOPs are left
+#: out (not checked here): see the paper's comparison table.
+SCALED_YOLOV4_COCO: tuple[DetectorResult, ...] = (
+    DetectorResult("YOLOv4-P5", 896, 51.4, None, None, _YOLO_SOURCE),
+    DetectorResult("YOLOv4-P6", 1280, 54.3, None, None, _YOLO_SOURCE),
+    DetectorResult("YOLOv4-P7", 1536, 55.4, None, None, _YOLO_SOURCE),
+)
+#: The number of blocks per backbone stage of YOLOv4-large (Sec. 4.3). P5 uses the first five
+#: stages, P6 six and P7 seven.
+YOLOV4_LARGE_STAGE_BLOCKS: tuple[int, ...] = (1, 3, 15, 15, 7, 7, 7)
