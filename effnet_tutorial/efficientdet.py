@@ -157,8 +157,9 @@ class EfficientDet(nn.Module):
     ``forward(images)`` returns ``(class_outputs, box_outputs)``: per level, raw logits
     ``(B, A*num_classes, H_l, W_l)`` and box codes ``(B, A*4, H_l, W_l)`` in the order
     ``[ty, tx, th, tw]`` (the reference's, so its weights load). Images are normalised float
-    ``(B, 3, H, W)``; any size works (feature maps halve with ceil), the preset's size is the
-    designed one.
+    ``(B, 3, H, W)``, finite (NaN or inf raise ``ValueError``); any size works, also sizes that
+    are not multiples of 128 (feature maps halve with ceil down to 1x1), but the preset's size is
+    the one the anchors and the released weights were designed for.
 
     Introduced in Part III, *EfficientDet D0-D7*.
     """
@@ -202,6 +203,8 @@ class EfficientDet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # noqa: D102
         check_image_batch(images, 3, "images")
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite values (check the data and its normalisation)")
         features = self.fpn(self.backbone.feature_maps(images))
         return self.class_head(features), self.box_head(features)
 

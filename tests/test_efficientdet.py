@@ -155,3 +155,5 @@ def test_bad_detector_input_is_explained():
     model = et.create_model("tf_efficientdet_d0").eval()
     with pytest.raises(ValueError, match="channels"):
         model(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="NaN"):
+        model(torch.full((1, 3, 64, 64), float("nan")))
