@@ -36,7 +36,7 @@ class StageSpec:
     se_ratio: float = 0.25
 
 
-#: EfficientNet-B0 as in Table 1 of the paper, one row per stage (expand, kernel, stride, channels, layers).
+#: EfficientNet-B0, Table 1 of the paper, one row per stage (expand, kernel, stride, channels, layers).
 B0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 16, 1),  # stage 2 of the paper's table: 112x112
     StageSpec(6, 3, 2, 24, 2),  # 112 -> 56
