@@ -34,6 +34,19 @@ class ClassifierConfig:
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.1
     seed: int = 0
+    #: CPU threads while training (``None`` keeps torch's setting). On a small, shared CPU one
+    #: thread can be many times faster than two that wait for each other (Part II measures it).
+    num_threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.warmup_fraction < 1:
+            raise ValueError("need lr > 0, weight_decay >= 0 and 0 <= warmup_fraction < 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be None or >= 1, got {self.num_threads}")
 
 
 def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -71,6 +84,8 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resol
 
     Introduced in Part II, *Compound scaling*.
     """
+    if len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
     device = device or try_gpu()
     model.eval().to(device)
     x = prepare_images(images, resolution)
@@ -98,7 +113,22 @@ def train_classifier(
     """
     if len(images) != len(labels) or len(labels) == 0:
         raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
-    device = device or try_gpu()
+    if labels.dtype != torch.int64 or labels.ndim != 1:
+        raise ValueError(f"labels must be int64 (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+    threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _train(model, images, labels, resolution, config, device or try_gpu(), log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolution: int,
+           config: ClassifierConfig, device: torch.device,
+           log: Optional[Callable[[str], None]]) -> list[dict]:
     torch.manual_seed(config.seed)
     x_all = prepare_images(images, resolution)
     model.to(device).train()

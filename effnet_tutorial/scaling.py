@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional, Sequence
 
-from .counting import count_flops, flop_breakdown  # noqa: F401  (re-exported for Part II)
+import torch
+
+from .classify import ClassifierConfig, accuracy, train_classifier
+from .counting import count_flops, count_parameters, flop_breakdown  # noqa: F401  (re-exported for Part II)
 from .efficientnet import B0_STAGES, EfficientNet, StageSpec, scale_stages
 
 #: The coefficients the EfficientNet paper found (Sec. 3.3).
@@ -168,8 +172,9 @@ def grid_search(
     return sorted(results, key=lambda r: r.mean, reverse=True)
 
 
-#: A small EfficientNet for proxy tasks on 32-64 px images: B0's first five stages, the last
-#: made stride 1, so the network downsamples 8x (a 32 px image ends at 4x4, not 1x1).
+#: A small EfficientNet for proxy tasks on 16-48 px images: B0's stage table with its last two
+#: downsamplings removed (strides 1) and the last two stages narrowed (112, 160 channels), so the
+#: network downsamples 8x: a 20 px image ends on a 3x3 map, not 1x1.
 PROXY_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 16, 1),
     StageSpec(6, 3, 2, 24, 2),
@@ -186,18 +191,102 @@ def proxy_efficientnet(
     num_classes: int = 16,
     base_width: float = 0.5,
     base_depth: float = 0.5,
+    zero_init_residual: bool = True,
     **options,
 ) -> EfficientNet:
     """The proxy network of Part II, scaled by ``coefficients`` (depth and width only; the
     resolution multiplier applies to the input).
 
     Channels round to multiples of 2 rather than 8 so that small width steps change the network.
+    With ``zero_init_residual`` the last batch norm of every block with a skip connection starts
+    with weight 0, so each such block starts as the identity: deep stacks then train as fast as
+    shallow ones in the first steps, which matters for the short training budgets of Part II
+    (without it, depth-scaled proxies barely learn in one epoch).
 
     Introduced in Part II, *Compound scaling*.
     """
-    return EfficientNet(
+    model = EfficientNet(
         width_mult=base_width * coefficients.width, depth_mult=base_depth * coefficients.depth,
         num_classes=num_classes, stages=PROXY_STAGES, stem_channels=32, head_channels=320,
         channel_divisor=2, dropout=options.pop("dropout", 0.1),
         drop_path_rate=options.pop("drop_path_rate", 0.0), **options,
     )
+    if zero_init_residual:
+        for block in model.modules():
+            if getattr(block, "has_skip", False):
+                torch.nn.init.zeros_(block.project.bn.weight)
+    return model
+
+
+#: Resolution at which the unscaled proxy network sees the proxy images (generated at 32 px).
+PROXY_BASE_RESOLUTION = 20
+
+
+@dataclass
+class ProxyRun:
+    """One trained and evaluated proxy network: what it was, what it cost, how well it did.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+
+    coefficients: Coefficients
+    seed: int
+    resolution: int
+    macs: int
+    params: int
+    accuracy: float
+    seconds: float
+
+
+class ProxyEvaluator:
+    """Train :func:`proxy_efficientnet` scaled by some coefficients and return held-out accuracy.
+
+    Every call uses the same data, the same :class:`~effnet_tutorial.classify.ClassifierConfig`
+    (only the seed changes), so candidates differ only in their shape. The input resolution is
+    ``base_resolution * coefficients.resolution`` rounded to whole pixels. Instances are callables
+    ``(coefficients, seed) -> accuracy``, which is what :func:`grid_search` wants; every run is
+    also kept in ``runs``.
+
+    Introduced in Part II, *Compound scaling*.
+    """
+
+    def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor,
+                 test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                 config: ClassifierConfig = ClassifierConfig(),
+                 base_resolution: int = PROXY_BASE_RESOLUTION,
+                 log: Optional[Callable[[str], None]] = print) -> None:
+        if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
+            raise ValueError("images and labels must have the same length in both splits")
+        if num_classes < 2 or base_resolution < 8:
+            raise ValueError(f"need num_classes >= 2 and base_resolution >= 8, got {num_classes}, {base_resolution}")
+        self.train_images, self.train_labels = train_images, train_labels
+        self.test_images, self.test_labels = test_images, test_labels
+        self.num_classes, self.config, self.base_resolution = num_classes, config, base_resolution
+        self.log = log
+        self.runs: list[ProxyRun] = []
+
+    def resolution(self, coefficients: Coefficients) -> int:
+        """The input resolution for ``coefficients`` (whole pixels)."""
+        return scaled_resolution(self.base_resolution, coefficients.resolution)
+
+    def run(self, coefficients: Coefficients, seed: int) -> ProxyRun:
+        """Build, train and evaluate one network; log one line; return its :class:`ProxyRun`."""
+        torch.manual_seed(seed)  # the initial weights depend on the seed too
+        model = proxy_efficientnet(coefficients, num_classes=self.num_classes)
+        res = self.resolution(coefficients)
+        config = replace(self.config, seed=seed)
+        start = time.perf_counter()
+        train_classifier(model, self.train_images, self.train_labels, res, config, log=None)
+        acc = accuracy(model, self.test_images, self.test_labels, res)
+        seconds = time.perf_counter() - start
+        result = ProxyRun(coefficients, seed, res, count_flops(model.cpu(), res),
+                          count_parameters(model), acc, seconds)
+        self.runs.append(result)
+        if self.log is not None:
+            c = coefficients
+            self.log(f"d={c.depth:.2f} w={c.width:.2f} r={c.resolution:.2f} ({res} px) seed {seed}: "
+                     f"{result.macs / 1e6:.2f} M MACs, accuracy {acc:.3f}, {seconds:.0f} s")
+        return result
+
+    def __call__(self, coefficients: Coefficients, seed: int) -> float:
+        return self.run(coefficients, seed).accuracy

@@ -1,11 +1,13 @@
 """A generated image-classification task on which width, depth and resolution all matter.
 
 Each class is a (shape, texture) pair: four silhouettes (disk, square, triangle, ring) filled with
-one of four fine textures (horizontal, vertical or diagonal stripes, or a checkerboard) whose
-period is only a few pixels. The stripes alias away when the image is downsampled, so a higher
-input resolution helps; telling a ring from a disk while reading the texture needs receptive
-field and features together, so depth and width help. Positions, sizes, colours, contrast and
-background noise vary, so the task is not solved by memorising pixels.
+one of four stripe textures (horizontal, vertical or diagonal stripes, or a checkerboard) drawn in
+a dark and a light colour. Images are generated at 32 px by default with stripe periods of size/6
+to size/3 pixels (5 to 10 at 32 px): downsampling to the network's input resolution averages the
+finest stripes away first, so a higher input resolution helps, gradually; telling a ring from a
+disk or a triangle from a square at a few pixels needs features and receptive field, so width and
+depth can help. Position, size, rotation, colours, stripe phase and sensor noise vary, so the task
+is not solved by memorising pixels.
 
 Everything comes from a seeded NumPy generator: the same seed gives the same images, and classes
 are exactly balanced. Introduced in Part II, *Compound scaling*.
@@ -77,22 +79,24 @@ def render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
         raise ValueError(f"label must be in [0, {len(CLASS_NAMES)}), got {label}")
     shape, texture = SHAPES[label // len(TEXTURES)], TEXTURES[label % len(TEXTURES)]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    r = rng.uniform(0.22, 0.42) * size
+    r = rng.uniform(0.25, 0.45) * size
     cy, cx = rng.uniform(r * 0.8, size - r * 0.8, size=2)
     mask = _shape_mask(shape, yy, xx, cy, cx, r, rng.uniform(0, 2 * np.pi))
-    period = int(rng.integers(3, 5))  # 3 or 4 px at the generated size
+    # Periods from size/6 to size/3 px (5 to 10 at 32 px): halving the resolution wipes out the
+    # finest stripes and keeps the coarsest, so accuracy climbs gradually with resolution.
+    period = int(rng.integers(max(2, size // 6), max(3, size // 3) + 1))
     stripes = _texture(texture, yy.astype(int), xx.astype(int), period, int(rng.integers(0, period)))
     background = rng.uniform(0, 255, size=3)
-    fg_a = rng.uniform(0, 255, size=3)
-    fg_b = fg_a + rng.choice([-1, 1], size=3) * rng.uniform(40, 110, size=3)
+    dark, light = rng.uniform(0, 90, size=3), rng.uniform(165, 255, size=3)
+    fg_a, fg_b = (dark, light) if rng.random() < 0.5 else (light, dark)
     img = np.broadcast_to(background[:, None, None], (3, size, size)).copy()
     fill = np.where(stripes[None], fg_a[:, None, None], fg_b[:, None, None])
     img = np.where(mask[None], fill, img)
-    img += rng.normal(0, rng.uniform(4, 18), size=img.shape)  # sensor noise
+    img += rng.normal(0, rng.uniform(2, 10), size=img.shape)  # sensor noise
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_proxy_dataset(per_class: int, size: int = 64, seed: int = 0) -> ProxySplit:
+def make_proxy_dataset(per_class: int, size: int = 32, seed: int = 0) -> ProxySplit:
     """``per_class`` images of every class (balanced), shuffled, deterministic for ``seed``.
 
     Introduced in Part II, *Compound scaling*.
@@ -106,7 +110,7 @@ def make_proxy_dataset(per_class: int, size: int = 64, seed: int = 0) -> ProxySp
     return ProxySplit(torch.from_numpy(images), torch.from_numpy(labels).long())
 
 
-def make_proxy_splits(train_per_class: int, test_per_class: int, size: int = 64,
+def make_proxy_splits(train_per_class: int, test_per_class: int, size: int = 32,
                       seed: int = 0) -> tuple[ProxySplit, ProxySplit]:
     """A training split and a held-out split drawn from independent seeds.
 
