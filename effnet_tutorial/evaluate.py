@@ -24,6 +24,7 @@ from .data.transforms import eval_transforms
 from .inference import anchors_for
 from .postprocess import postprocess_detections
 
+#: The names of COCOeval's twelve summary numbers, in its order (AP averages IoU 0.50 to 0.95).
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 

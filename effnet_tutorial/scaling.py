@@ -172,9 +172,9 @@ def grid_search(
     return sorted(results, key=lambda r: r.mean, reverse=True)
 
 
-#: A small EfficientNet for proxy tasks on 16-48 px images: B0's stage table with its last two
-#: downsamplings removed (strides 1) and the last two stages narrowed (112, 160 channels), so the
-#: network downsamples 8x: a 20 px image ends on a 3x3 map, not 1x1.
+#: A small EfficientNet for proxy tasks on 16-48 px images. It is B0's stage table with its last
+#: two downsamplings removed (strides 1) and the last two stages narrowed (112, 160 channels), so
+#: the network downsamples 8x and a 20 px image ends on a 3x3 map, not 1x1.
 PROXY_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 16, 1),
     StageSpec(6, 3, 2, 24, 2),

@@ -2,7 +2,7 @@
 
 COCO stores boxes as ``[x, y, width, height]`` in pixels and gives categories arbitrary ids (1..90
 with gaps in COCO itself). The reader returns what the rest of the package uses: **xyxy** boxes
-and 0-based contiguous labels, with :attr:`CocoDetection.category_ids` to map labels back for
+and 0-based contiguous labels, with ``CocoDetection.category_ids`` to map labels back for
 evaluation. It checks the file as it reads it and says which file and which entry is wrong.
 Boxes outside the image are clipped; boxes with no area after clipping are dropped with one
 warning that counts them; crowd annotations are skipped for training (as in the reference);
