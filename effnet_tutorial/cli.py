@@ -71,6 +71,7 @@ def _train(args: argparse.Namespace) -> None:
     model = create_model(args.model, num_classes=raw.num_classes, pretrained=args.pretrained, **options)
     size = model.config.image_size
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer, time_budget_minutes=args.minutes,
                          warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, seed=args.seed,
                          num_workers=args.workers, sync_bn=args.sync_bn, amp=not args.no_amp)
     train_set = SeededAugmentation(raw, train_transforms(size, (args.jitter_min, args.jitter_max)), args.seed)
@@ -166,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=0, help="input side (default: the model's)")
     p.add_argument("--epochs", type=float, default=300.0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="default 0.08 * batch / 64")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (the paper's) or adamw (faster from scratch on short runs)")
+    p.add_argument("--lr", type=float, default=None, help="default 0.08 * batch / 64 for sgd, 1e-3 for adamw")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="train for this much training time instead of --epochs (the cosine spans it)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--ema-decay", type=float, default=0.9998)
     p.add_argument("--jitter-min", type=float, default=0.1)

@@ -41,7 +41,9 @@ def environment_line() -> str:
     from . import __version__
 
     device = try_gpu()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU, {threads} thread{'s' if threads != 1 else ''}")
     return (f"effnet_tutorial {__version__} | torch {torch.__version__} | device: {device} ({name}) | "
             f"Python {platform.python_version()}")
 

@@ -104,3 +104,103 @@ def plot_precision_recall(stats: dict, class_names: Optional[Sequence[str]] = No
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     return ax
+
+
+def fusion_weights(model: torch.nn.Module) -> list[list[tuple[str, list[str], np.ndarray]]]:
+    """The normalised BiFPN fusion weights of a detector: for each BiFPN layer, for each node,
+    ``(node name, input names, weights)``, with the weights as the node applies them
+    (``relu(w) / (sum relu(w) + eps)`` for fast fusion, a softmax for ``"attn"``).
+
+    Node names follow the paper's figure: ``P6_td`` ... ``P3_out`` on the top-down path and
+    ``P4_out`` ... ``P7_out`` on the bottom-up path; inputs are named the same way, with the layer's
+    own inputs as ``P3_in`` ... ``P7_in``. Introduced in Part IV, *Training EfficientDet-D0*.
+    """
+    import torch.nn.functional as F
+
+    layers = []
+    for cell in model.fpn.cells:
+        names = [f"P{cell.min_level + i}_in" for i in range(cell.num_levels)]
+        rows = []
+        for k, node in enumerate(cell.nodes):
+            level, fusion = node.node.level, node.fusion
+            top_down = k < cell.num_levels - 1  # the first L - 1 nodes; the last of them is P3_out
+            name = f"P{level}_td" if top_down and level != cell.min_level else f"P{level}_out"
+            if fusion.weights is None:
+                w = np.full(len(node.node.inputs), 1.0)
+            elif fusion.method == "attn":
+                w = torch.softmax(fusion.weights.detach().float(), 0).cpu().numpy()
+            else:
+                r = F.relu(fusion.weights.detach().float())
+                w = (r / (r.sum() + fusion.eps)).cpu().numpy()
+            rows.append((name, [names[i] for i in node.node.inputs], w))
+            names.append(name)
+        layers.append(rows)
+    return layers
+
+
+def plot_fusion_weights(model: torch.nn.Module, layer: int = -1, ax=None):
+    """Stacked bars: how much each input contributes to each node of one BiFPN layer.
+
+    Introduced in Part IV, *Training EfficientDet-D0*.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = fusion_weights(model)[layer]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.2))
+    kinds = ("same level, from the layer input", "same level, intermediate", "from another level")
+    colours = dict(zip(kinds, ("tab:blue", "tab:green", "tab:orange")))
+    used = set()
+    for x, (name, inputs, w) in enumerate(rows):
+        bottom = 0.0
+        for src, wi in zip(inputs, w):
+            same = src[:src.index("_")] == name[:name.index("_")]
+            kind = kinds[2] if not same else kinds[0] if src.endswith("_in") else kinds[1]
+            ax.bar(x, wi, bottom=bottom, color=colours[kind], edgecolor="white",
+                   label=kind if kind not in used else None)
+            ax.text(x, bottom + wi / 2, src.replace("_", "\n", 1) if wi > 0.12 else "", ha="center",
+                    va="center", fontsize=6, color="white")
+            used.add(kind)
+            bottom += wi
+    ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=30, fontsize=8)
+    ax.set_ylabel("normalised fusion weight")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+class LivePlot:
+    """A loss-and-AP figure that redraws in place in a notebook while training runs.
+
+    Call :meth:`update` with the records so far (:func:`read_metrics` of the trainer's
+    ``metrics.jsonl``, plus the evaluation being made, from the trainer's ``on_eval`` callback);
+    in a notebook the figure replaces itself, elsewhere nothing is shown.
+    The stored notebook keeps the last drawing. Introduced in Part IV, *Training EfficientDet-D0*.
+    """
+
+    def __init__(self) -> None:
+        self.handle = None
+
+    def update(self, records: Sequence[dict]) -> None:
+        """Redraw from training records (steps with ``loss``, evaluations with ``AP``)."""
+        import matplotlib.pyplot as plt
+
+        try:
+            from IPython.display import display
+        except ImportError:  # not in IPython: nothing to draw into
+            return
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+        steps = [r for r in records if "loss" in r and r.get("event") is None]
+        a.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
+        a.set(xlabel="step", ylabel="training loss", yscale="log")
+        evals = [r for r in records if r.get("event") == "eval"]
+        b.plot([r["train_time"] / 60 for r in evals], [r["AP"] for r in evals], "o-")
+        b.set(xlabel="training time (min)", ylabel="val AP@[.5:.95]", ylim=(0, 1))
+        for ax in (a, b):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)

@@ -40,3 +40,16 @@ def test_shapes_train_resume_evaluate_predict(tmp_path, capsys):
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert "no split 'train'" in capsys.readouterr().err
+
+
+def test_train_with_adamw_for_a_time_budget(tmp_path):
+    import torch
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["shapes", "--out", str(data), "--train", "4", "--val", "2", "--size", "64"]) == 0
+    assert main(["train", "--data", str(data), "--output", str(run), "--image-size", "64",
+                 "--batch-size", "2", "--workers", "0", "--optimizer", "adamw", "--minutes", "0.02",
+                 "--val-split", ""]) == 0
+    state = torch.load(run / "last.pth", weights_only=False)
+    assert state["config"]["optimizer"] == "adamw" and state["config"]["time_budget_minutes"] == 0.02
+    assert state["train_seconds"] >= 1.2 and state["step"] >= 1

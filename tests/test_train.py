@@ -122,3 +122,43 @@ def test_distributed_data_parallel_on_cpu_with_two_processes(data_root, tmp_path
     for name in params:  # DDP keeps the weights identical (BN statistics stay per process)
         torch.testing.assert_close(rank0[name], rank1[name], msg=name)
     assert torch.load(tmp_path / "last.pth", weights_only=False)["step"] == 2
+
+
+def test_adamw_and_bad_config_values():
+    assert TrainConfig(optimizer="adamw").base_lr() == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        TrainConfig(time_budget_minutes=0)
+
+
+def test_adamw_trainer_uses_adamw_with_decay_on_weights_only(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path, optimizer="adamw")
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [4e-5, 0.0]
+
+
+def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch):
+    import types
+
+    import effnet_tutorial.train as train_module
+
+    clock = iter(range(0, 10_000))  # a fake clock: every reading is one second after the last
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    trainer = make_trainer(data_root, tmp_path, time_budget_minutes=0.25)  # 15 fake seconds
+    evals = []
+    trainer.fit(eval_every_minutes=0.05, on_eval=lambda t: evals.append(t.train_seconds) or {"AP": 0.5})
+    assert trainer.budget_spent() and 15 <= trainer.train_seconds < 17
+    assert trainer.step > trainer.warmup_steps
+    assert trainer.current_lr() == pytest.approx(0.0, abs=1e-12)  # the cosine has run its course
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if r.get("event") == "eval"]
+    assert len(logged) == len(evals) >= 4 and all(r["AP"] == 0.5 for r in logged)
+    assert [r["train_time"] for r in logged] == sorted(r["train_time"] for r in logged)
+    state = torch.load(tmp_path / "last.pth", weights_only=False)
+    assert state["train_seconds"] == pytest.approx(trainer.train_seconds)
+
+
+def test_eval_callback_needs_its_interval(data_root, tmp_path):
+    with pytest.raises(ValueError, match="eval_every_minutes"):
+        make_trainer(data_root, tmp_path).fit(on_eval=lambda t: {})

@@ -1,0 +1,223 @@
+"""Train EfficientDet-D0 from scratch on a CPU for a fixed time: ours against effdet's.
+
+The setting is ``effnet_tutorial.recipes.CPU_SHAPES`` (the run of Part IV's training chapter):
+the synthetic shapes dataset written in COCO format, ``efficientdet_d0`` from scratch at a reduced
+input size, AdamW with a warm-up and a cosine decay spread over a fixed training time, gradient
+clipping, an EMA of the weights, and a COCO evaluation (pycocotools) of the EMA on the held-out
+split every few minutes of training time. Evaluation time is not training time.
+
+Both detectors go through the same :class:`effnet_tutorial.train.Trainer` (same data order,
+augmentations, optimiser, schedule, clipping, EMA and time budget); only the network, the target
+assignment and the loss differ: ours are the package's, effdet's are effdet's own
+``DetBenchTrain`` and, for evaluation, ``DetBenchPredict``. By default both train at the same
+time, one CPU thread each, so they share the machine's state evenly::
+
+    python benchmarks/train_d0_cpu.py                    # the full run: 30 min of training each
+    python benchmarks/train_d0_cpu.py --minutes 2 --eval-every 1 --train-images 200  # a quick look
+
+Results go to ``benchmarks/results/train_d0_cpu/``: each run's ``metrics.jsonl`` and
+checkpoint, ``summary.json`` (the AP-against-time points and the final AP of both) and
+``ap_vs_time.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "train_d0_cpu"
+
+
+def recipe_from(args: argparse.Namespace):
+    from effnet_tutorial.recipes import CPU_SHAPES
+
+    changes = {k: v for k, v in (("minutes", args.minutes), ("eval_every_minutes", args.eval_every),
+                                 ("train_images", args.train_images), ("val_images", args.val_images))
+               if v is not None}
+    return replace(CPU_SHAPES, **changes)
+
+
+def _effdet_model(num_classes: int, size: int):
+    with warnings.catch_warnings():  # effdet scripts parts of itself at import (FutureWarning)
+        warnings.simplefilter("ignore")
+        from effdet import create_model
+    return create_model("efficientdet_d0", bench_task="", num_classes=num_classes, pretrained=False,
+                        pretrained_backbone=False, image_size=(size, size))
+
+
+def effdet_trainer_class():
+    """A :class:`Trainer` whose loss is effdet's ``DetBenchTrain`` (targets in yxyx, 1-based)."""
+    from effnet_tutorial.train import Trainer
+
+    class EffdetTrainer(Trainer):
+        def compute_loss(self, images, targets):
+            n = max(1, max(len(t["boxes"]) for t in targets))
+            bbox = torch.full((len(targets), n, 4), -1.0)
+            cls = torch.full((len(targets), n), -1.0)
+            for i, t in enumerate(targets):
+                k = len(t["boxes"])
+                bbox[i, :k] = t["boxes"][:, [1, 0, 3, 2]]
+                cls[i, :k] = t["labels"].float() + 1
+            out = self.ddp(images, {"bbox": bbox.to(self.device), "cls": cls.to(self.device)})
+            return out["loss"], out["class_loss"], out["box_loss"]
+
+    return EffdetTrainer
+
+
+def effdet_evaluate(bench_model, dataset, size: int) -> dict:
+    """effdet's ``DetBenchPredict`` (its own post-processing) scored by pycocotools."""
+    from effdet.bench import DetBenchPredict
+
+    from effnet_tutorial.data.transforms import eval_transforms
+    from effnet_tutorial.evaluate import coco_evaluate, to_coco_results
+
+    predict = DetBenchPredict(bench_model.model).eval()
+    transform = eval_transforms(size)
+    detections, ids = [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), 8):
+            items = [transform(dataset.read_image(i), dataset.target(i))
+                     for i in range(start, min(start + 8, len(dataset)))]
+            out = predict(torch.stack([im for im, _ in items]))  # (B, 100, 6): xyxy, score, class
+            for (_, t), det in zip(items, out):
+                h, w = t["orig_size"].tolist()
+                boxes = det[:, :4] * t["scale"]
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                detections.append({"boxes": boxes, "scores": det[:, 4], "labels": det[:, 5].long() - 1})
+                ids.append(int(t["image_id"]))
+    return coco_evaluate(dataset.annotation_file, to_coco_results(detections, ids, dataset.category_ids))
+
+
+def worker(impl: str, recipe, data: Path, out: Path, threads: int) -> None:
+    """Train one implementation for the recipe's time budget, evaluating as it goes."""
+    torch.set_num_threads(threads)
+    from effnet_tutorial.data.coco import CocoDetection
+    from effnet_tutorial.data.transforms import train_transforms
+    from effnet_tutorial.evaluate import evaluate_model
+    from effnet_tutorial.factory import create_model
+    from effnet_tutorial.train import SeededAugmentation, Trainer
+
+    raw = CocoDetection(data / "images" / "train", data / "annotations" / "instances_train.json")
+    val = CocoDetection(data / "images" / "val", data / "annotations" / "instances_val.json")
+    size = recipe.image_size
+    torch.manual_seed(recipe.seed)
+    if impl == "ours":
+        model, trainer_class = create_model("efficientdet_d0", num_classes=raw.num_classes, image_size=size), Trainer
+    else:
+        from effdet.bench import DetBenchTrain
+        model, trainer_class = DetBenchTrain(_effdet_model(raw.num_classes, size)), effdet_trainer_class()
+    params = sum(p.numel() for p in model.parameters())
+    train_set = SeededAugmentation(raw, train_transforms(size, recipe.jitter), recipe.seed)
+    run_dir = out / impl
+    if (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()
+    trainer = trainer_class(model, train_set, recipe.train_config(progress=False), run_dir)
+    trainer.log({"event": "start", "impl": impl, "params": params, "threads": threads})
+
+    def on_eval(t) -> dict:
+        start = time.perf_counter()
+        stats = (evaluate_model(t.eval_model(), val, size) if impl == "ours"
+                 else effdet_evaluate(t.eval_model(), val, size))
+        row = {k: stats[k] for k in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")}
+        print(f"[{impl}] {t.train_seconds / 60:5.1f} min, step {t.step}: AP {row['AP']:.3f} "
+              f"AP50 {row['AP50']:.3f} (eval {time.perf_counter() - start:.0f} s)", flush=True)
+        return row
+
+    on_eval(trainer)  # the untrained network, at time 0
+    trainer.fit(eval_every_minutes=recipe.eval_every_minutes, on_eval=on_eval)
+
+
+def read_curve(path: Path) -> dict:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    evals = [r for r in records if r.get("event") == "eval"]
+    steps = [r for r in records if "loss" in r and r.get("event") is None]
+    start = next(r for r in records if r.get("event") == "start")
+    return {"params": start["params"], "threads": start["threads"],
+            "minutes": [r["train_time"] / 60 for r in evals], "AP": [r["AP"] for r in evals],
+            "AP50": [r["AP50"] for r in evals], "steps": evals[-1]["step"] if evals else 0,
+            "images_per_s": steps[-1]["images_per_s"] if steps else None, "final": evals[-1] if evals else None}
+
+
+def summarise(out: Path, recipe, impls: list[str], wall_s: float) -> dict:
+    curves = {impl: read_curve(out / impl / "metrics.jsonl") for impl in impls}
+    summary = {"recipe": asdict(recipe), "wall_minutes": wall_s / 60,
+               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "torch": torch.__version__, "python": platform.python_version()},
+               "curves": curves}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for impl, c in curves.items():
+        ax.plot(c["minutes"], c["AP"], "o-", label=f"{impl} D0 ({c['params']:,} params)")
+    ax.axhline(0.6, color="grey", ls=":", label="target AP 0.6")
+    ax.set(xlabel="training time (min, evaluation excluded)", ylabel="COCO AP@[.5:.95] (val)",
+           title=f"D0 from scratch at {recipe.image_size} px on a CPU")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "ap_vs_time.png", dpi=110)
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--impl", choices=("both", "ours", "effdet"), default="both")
+    parser.add_argument("--minutes", type=float, help="training time per run (default: the recipe's 30)")
+    parser.add_argument("--eval-every", type=float, help="minutes of training between evaluations")
+    parser.add_argument("--train-images", type=int)
+    parser.add_argument("--val-images", type=int)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the two one after the other instead of side by side")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    from effnet_tutorial.recipes import write_shapes_data
+
+    recipe = recipe_from(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = write_shapes_data(args.out / "data", recipe)
+    if args.worker:
+        worker(args.impl, recipe, data, args.out, args.threads)
+        return 0
+    impls = ["ours", "effdet"] if args.impl == "both" else [args.impl]
+    passthrough = [a for a in sys.argv[1:] if a not in ("--sequential",)] if argv is None else list(argv)
+    passthrough = [a for i, a in enumerate(passthrough)
+                   if a != "--impl" and (i == 0 or passthrough[i - 1] != "--impl")]
+    start = time.perf_counter()
+    commands = [[sys.executable, __file__, "--worker", "--impl", impl, *passthrough] for impl in impls]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.sequential:
+        for command in commands:
+            subprocess.run(command, check=True, env=env)
+    else:
+        procs = [subprocess.Popen(command, env=env) for command in commands]
+        if any(p.wait() != 0 for p in procs):
+            return 1
+    summary = summarise(args.out, recipe, impls, time.perf_counter() - start)
+    print(f"\n{'impl':<8}{'params':>12}{'steps':>7}{'img/s':>7}{'AP':>7}{'AP50':>7}   AP at each evaluation")
+    for impl, c in summary["curves"].items():
+        f = c["final"] or {}
+        print(f"{impl:<8}{c['params']:>12,}{c['steps']:>7}{c['images_per_s'] or 0:7.2f}{f.get('AP', 0):7.3f}"
+              f"{f.get('AP50', 0):7.3f}   " + " ".join(f"{m:.0f}:{a:.2f}" for m, a in zip(c["minutes"], c["AP"])))
+    print(f"wrote {args.out / 'summary.json'} and {args.out / 'ap_vs_time.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared training settings: the recipe's config, its smoke version and its data on disk."""
+import json
+
+import pytest
+import torch
+
+from effnet_tutorial.data.coco import CocoDetection
+from effnet_tutorial.recipes import CPU_SHAPES, GPU_SHAPES, ShapesRecipe, recipe_for, write_shapes_data
+
+
+def test_recipe_becomes_a_train_config():
+    config = CPU_SHAPES.train_config()
+    assert (config.optimizer, config.lr, config.batch_size) == ("adamw", CPU_SHAPES.lr, CPU_SHAPES.batch_size)
+    assert config.time_budget_minutes == CPU_SHAPES.minutes == 30.0
+    assert config.ema_decay == 0.9998 and config.ema_warmup and config.clip_grad_norm == 10.0
+    assert CPU_SHAPES.train_config(progress=False).progress is False
+
+
+def test_device_picks_the_recipe():
+    assert recipe_for(torch.device("cpu")) is CPU_SHAPES and recipe_for(torch.device("cuda", 0)) is GPU_SHAPES
+    assert GPU_SHAPES.image_size == 512 and CPU_SHAPES.image_size == 256
+
+
+def test_smoke_recipe_is_small_and_keeps_the_rest():
+    smoke = CPU_SHAPES.smoke()
+    assert smoke.train_images <= 16 and smoke.minutes < 1
+    assert (smoke.image_size, smoke.optimizer, smoke.lr) == (CPU_SHAPES.image_size, CPU_SHAPES.optimizer, CPU_SHAPES.lr)
+
+
+def test_shapes_data_is_written_once_per_setting(tmp_path):
+    recipe = ShapesRecipe(image_size=64, train_images=3, val_images=2, max_objects=2, min_size=8)
+    root = write_shapes_data(tmp_path, recipe)
+    train = CocoDetection(root / "images" / "train", root / "annotations" / "instances_train.json")
+    assert len(train) == 3 and train.read_image(0).shape == (3, 64, 64)
+    stamp = json.loads((root / "recipe.json").read_text())
+    assert stamp["train_images"] == 3 and stamp["image_size"] == 64
+    before = (root / "images" / "train" / "000000.png").stat().st_mtime_ns
+    write_shapes_data(tmp_path, recipe)  # same setting: nothing rewritten
+    assert (root / "images" / "train" / "000000.png").stat().st_mtime_ns == before
+    write_shapes_data(tmp_path, ShapesRecipe(image_size=64, train_images=4, val_images=2, max_objects=2))
+    assert len(list((root / "images" / "train").glob("*.png"))) == 4
+
+
+def test_frozen_recipe():
+    with pytest.raises(Exception):
+        CPU_SHAPES.lr = 1.0
