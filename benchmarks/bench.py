@@ -544,7 +544,7 @@ def run(mode: str = "full", threads: Optional[int] = None, out: Optional[Path] =
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-        print(f"wrote {out}")
+        print(f"wrote {os.path.relpath(out)}")
     return result
 
 

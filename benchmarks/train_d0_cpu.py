@@ -4,7 +4,9 @@ The setting is ``effnet_tutorial.recipes.CPU_SHAPES`` (the run of Part IV's trai
 the synthetic shapes dataset written in COCO format, ``efficientdet_d0`` from scratch at a reduced
 input size, AdamW with a warm-up and a cosine decay spread over a fixed training time, gradient
 clipping, an EMA of the weights, and a COCO evaluation (pycocotools) of the EMA on the held-out
-split every few minutes of training time. Evaluation time is not training time.
+split every few minutes of training time. Evaluation time is not training time, and training time
+is each run's own CPU time (one thread each), so other load on the machine slows the wall clock,
+not the runs' progress per minute.
 
 Both detectors go through the same :class:`effnet_tutorial.train.Trainer` (same data order,
 augmentations, optimiser, schedule, clipping, EMA and time budget); only the network, the target

@@ -73,7 +73,8 @@ def _train(args: argparse.Namespace) -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, time_budget_minutes=args.minutes,
                          warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay, seed=args.seed,
-                         num_workers=args.workers, sync_bn=args.sync_bn, amp=not args.no_amp)
+                         num_workers=args.workers, sync_bn=args.sync_bn, amp=not args.no_amp,
+                         log_every=args.log_every)
     train_set = SeededAugmentation(raw, train_transforms(size, (args.jitter_min, args.jitter_max)), args.seed)
     trainer = Trainer(model, train_set, config, args.output)
     last = Path(args.output) / "last.pth"
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="sgd (the paper's) or adamw (faster from scratch on short runs)")
-    p.add_argument("--lr", type=float, default=None, help="default 0.08 * batch / 64 for sgd, 1e-3 for adamw")
+    p.add_argument("--lr", type=float, default=None, help="default: 0.08 per 64 images of the global batch (batch size x processes) for sgd, 1e-3 for adamw")
     p.add_argument("--minutes", type=float, default=None,
                    help="train for this much training time instead of --epochs (the cosine spans it)")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter-max", type=float, default=2.0)
     p.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=10, help="steps between lines of metrics.jsonl")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")

@@ -87,9 +87,10 @@ def one_hot_targets(cls_targets: torch.Tensor, num_classes: int) -> torch.Tensor
         raise ValueError(
             f"class targets must be < num_classes={num_classes}, got {int(cls_targets.max())}"
         )
-    positive = cls_targets >= 0
-    onehot = F.one_hot(cls_targets.long().clamp(min=0), num_classes).float()
-    return onehot * positive.unsqueeze(-1)
+    # Scatter into float zeros: no int64 one-hot (twice the bytes) and no extra masked copy.
+    onehot = torch.zeros(*cls_targets.shape, num_classes, device=cls_targets.device)
+    positive = (cls_targets >= 0).unsqueeze(-1).to(onehot.dtype)
+    return onehot.scatter_(-1, cls_targets.long().clamp(min=0).unsqueeze(-1), positive)
 
 
 def _check_level(
@@ -152,9 +153,14 @@ def detection_loss(
         cls_t, box_t = cls_targets[level], box_targets[level]
         _check_level(level, cls_out, box_out, cls_t, box_t, num_classes)
         b, h, w, a = cls_t.shape
-        logits = cls_out.permute(0, 2, 3, 1).float().reshape(b, h, w, a, num_classes)
-        fl = focal_loss(logits, one_hot_targets(cls_t, num_classes), alpha, gamma, label_smoothing)
-        cls_losses.append((fl * (cls_t != IGNORE).unsqueeze(-1)).sum())
+        # Work on the permuted 4-D view (B, H, W, A*C): channel a*C + c is anchor a, class c, so
+        # the one-hot targets flatten to the same layout for free, and the logits (which may be
+        # large) are never copied into a 5-D tensor.
+        logits = cls_out.permute(0, 2, 3, 1).float()
+        targets = one_hot_targets(cls_t, num_classes).view(b, h, w, a * num_classes)
+        fl = focal_loss(logits, targets, alpha, gamma, label_smoothing)
+        valid = (cls_t != IGNORE).unsqueeze(-1).expand(b, h, w, a, num_classes).reshape(b, h, w, -1)
+        cls_losses.append((fl * valid).sum())
         codes = box_out.permute(0, 2, 3, 1).float()  # (B, H, W, A*4)
         hub = huber_loss(codes, box_t.to(codes.dtype), delta)
         box_losses.append((hub * (box_t != 0.0)).sum())

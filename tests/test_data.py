@@ -75,6 +75,8 @@ def test_reader_clips_drops_with_a_counted_warning_and_keeps_empty_images(tmp_pa
     (lambda d: d["annotations"][0].update(category_id=99), "unknown category id 99"),
     (lambda d: d["annotations"][0].update(image_id=5), "unknown image id 5"),
     (lambda d: d["images"][0].pop("width"), "missing key"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"bbox \[1, 2, 3\]"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, "a", 4]), "four numbers"),
 ])
 def test_malformed_annotations_name_the_file_and_the_problem(tmp_path, breakage, message):
     data = _base()

@@ -46,14 +46,17 @@ def test_batched_nms_equals_torchvision(n, seed):
     boxes, scores, labels = random_scored_boxes(n, seed)
     for threshold in (0.5, 0.3):
         expected = tv_batched_nms(boxes, scores, labels, threshold)
-        assert torch.equal(P.batched_nms(boxes, scores, labels, threshold), expected)
+        assert torch.equal(P.nms_reference(boxes, scores, labels, threshold), expected)
+        for backend in ("python", "auto", "torchvision"):
+            assert torch.equal(P.batched_nms(boxes, scores, labels, threshold, backend=backend), expected)
 
 
-def test_max_output_is_a_prefix():
+@pytest.mark.parametrize("backend", ["python", "torchvision"])
+def test_max_output_is_a_prefix(backend):
     boxes, scores, labels = random_scored_boxes(500, 3)
-    full = P.batched_nms(boxes, scores, labels)
+    full = P.batched_nms(boxes, scores, labels, backend=backend)
     assert len(full) > 20
-    assert torch.equal(P.batched_nms(boxes, scores, labels, max_output=20), full[:20])
+    assert torch.equal(P.batched_nms(boxes, scores, labels, max_output=20, backend=backend), full[:20])
     soft_idx, soft_scores = P.batched_soft_nms(boxes, scores, labels)
     idx20, scores20 = P.batched_soft_nms(boxes, scores, labels, max_output=20)
     assert torch.equal(idx20, soft_idx[:20]) and torch.equal(scores20, soft_scores[:20])
@@ -123,5 +126,7 @@ def test_bad_inputs_are_rejected_with_a_reason():
     boxes, scores, labels = random_scored_boxes(10, 0)
     with pytest.raises(ValueError, match="scores and labels"):
         P.batched_nms(boxes, scores[:5], labels)
+    with pytest.raises(ValueError, match="backend"):
+        P.batched_nms(boxes, scores, labels, backend="cuda")
     with pytest.raises(ValueError, match="x2 >= x1"):
         P.batched_nms(boxes[:, [2, 1, 0, 3]], scores, labels)

@@ -14,6 +14,7 @@ def test_recipe_becomes_a_train_config():
     assert config.time_budget_minutes == CPU_SHAPES.minutes == 30.0
     assert config.ema_decay == 0.9998 and config.ema_warmup and config.clip_grad_norm == 10.0
     assert CPU_SHAPES.train_config(progress=False).progress is False
+    assert config.clock == "process" and GPU_SHAPES.train_config().clock == "wall"
 
 
 def test_device_picks_the_recipe():

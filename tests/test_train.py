@@ -54,6 +54,8 @@ def test_no_weight_decay_on_norms_and_biases():
 def test_default_learning_rate_follows_the_reference_scaling():
     assert TrainConfig(batch_size=64).base_lr() == pytest.approx(0.08)
     assert TrainConfig(batch_size=16).base_lr() == pytest.approx(0.02)
+    assert TrainConfig(batch_size=16).base_lr(world_size=4) == pytest.approx(0.08)  # the global batch
+    assert TrainConfig(batch_size=16, lr=0.5).base_lr(world_size=4) == 0.5
 
 
 def test_resumed_run_reaches_the_same_weights(data_root, tmp_path):
@@ -130,6 +132,8 @@ def test_adamw_and_bad_config_values():
         TrainConfig(optimizer="adam")
     with pytest.raises(ValueError, match="time_budget_minutes"):
         TrainConfig(time_budget_minutes=0)
+    with pytest.raises(ValueError, match="clock"):
+        TrainConfig(clock="cpu")
 
 
 def test_adamw_trainer_uses_adamw_with_decay_on_weights_only(data_root, tmp_path):
@@ -138,14 +142,24 @@ def test_adamw_trainer_uses_adamw_with_decay_on_weights_only(data_root, tmp_path
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [4e-5, 0.0]
 
 
-def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("clock_name", ["wall", "process"])
+def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch, clock_name):
     import types
 
     import effnet_tutorial.train as train_module
 
-    clock = iter(range(0, 10_000))  # a fake clock: every reading is one second after the last
-    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
-    trainer = make_trainer(data_root, tmp_path, time_budget_minutes=0.25)  # 15 fake seconds
+    ticks = iter(range(10_000))  # a fake clock: every reading is one second after the last
+
+    def fake() -> float:
+        return float(next(ticks))
+
+    def unused() -> float:
+        raise AssertionError("the other clock was read")
+
+    clocks = {"perf_counter": fake, "process_time": unused} if clock_name == "wall" else \
+        {"perf_counter": unused, "process_time": fake}
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(**clocks))
+    trainer = make_trainer(data_root, tmp_path, time_budget_minutes=0.25, clock=clock_name)  # 15 fake s
     evals = []
     trainer.fit(eval_every_minutes=0.05, on_eval=lambda t: evals.append(t.train_seconds) or {"AP": 0.5})
     assert trainer.budget_spent() and 15 <= trainer.train_seconds < 17

@@ -86,7 +86,12 @@ class CocoDetection(torch.utils.data.Dataset):
             if skip_crowd and ann.get("iscrowd", 0):
                 continue
             img = known[ann["image_id"]]
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            bbox = ann["bbox"]
+            if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+                raise CocoFormatError(f"{path}: annotation {ann['id']} has bbox {bbox!r}; "
+                                      "COCO boxes are four numbers [x, y, width, height] in pixels")
+            x, y, w, h = (float(v) for v in bbox)
             x1, y1 = min(max(x, 0.0), img["width"]), min(max(y, 0.0), img["height"])
             x2, y2 = min(max(x + w, 0.0), img["width"]), min(max(y + h, 0.0), img["height"])
             if x2 - x1 <= 0 or y2 - y1 <= 0:
