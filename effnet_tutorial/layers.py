@@ -167,8 +167,9 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     if rate == 0.0 or not training:
         return x
     keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
+    # Scale the (B, 1, 1, 1) mask, not the activation: one full-size multiply, not two.
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+    return x * mask
 
 
 class DropPath(nn.Module):

@@ -117,6 +117,94 @@ def _check_level(
             )
 
 
+class _NegativeFocalSum(torch.autograd.Function):
+    """``sum(sigmoid(x) ** gamma * BCE(x, y0))``: every logit scored as a negative, in one pass.
+
+    With a hard label 0, ``p_t = 1 - p`` and the focal factor ``(1 - p_t) ** gamma`` is
+    ``p ** gamma``; ``y0`` is the smoothed negative label ``s / 2``, and
+    ``BCE(x, y0) = softplus(x) - y0 x``. The gradient has a closed form,
+    ``p ** gamma * (gamma (1 - p) BCE(x, y0) + p - y0)``, so backward recomputes it from ``x``
+    alone: nothing of the size of the logits is saved between forward and backward, and the
+    millions of logit-class pairs of a 512-pixel image pass through a handful of kernels instead
+    of the dozen that autograd would record for the elementwise formula.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, gamma: float, y0: float) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(logits)
+        ctx.gamma, ctx.y0 = gamma, y0
+        bce = F.softplus(logits)
+        if y0:
+            bce = bce.sub_(logits * y0)
+        return logits.sigmoid().pow_(gamma).mul_(bce).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # noqa: D102
+        (logits,) = ctx.saved_tensors
+        gamma, y0 = ctx.gamma, ctx.y0
+        p = logits.sigmoid()
+        bce = F.softplus(logits)
+        if y0:
+            bce = bce.sub_(logits * y0)
+        grad = (1.0 - p).mul_(bce).mul_(gamma).add_(p)
+        if y0:
+            grad = grad.sub_(y0)
+        grad = grad.mul_(p.pow_(gamma)).mul_(grad_output)
+        return grad, None, None
+
+
+def focal_loss_sum(
+    logits: torch.Tensor,
+    cls_targets: torch.Tensor,
+    num_classes: int,
+    alpha: float = 0.25,
+    gamma: float = 1.5,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``sum(focal_loss(logits, one_hot(cls_targets)))`` over the anchors that are not ignored.
+
+    ``logits`` ``(..., A*C)`` holds anchor ``a``'s class ``c`` at ``a*C + c``; ``cls_targets``
+    ``(..., A)`` the 0-based class of each anchor (``-1`` background, ``-2`` ignored). The value
+    equals the elementwise :func:`~effnet_tutorial.losses.focal_loss` summed (the tests check it
+    and its gradient against effdet), computed the way the targets allow: all but a few hundred
+    of the millions of logit-class pairs are negatives, so the loss is the sum over *every* pair
+    scored as a negative (``_NegativeFocalSum``, one autograd function), plus, at the positive
+    pairs only, their positive loss minus the negative loss that the first sum counted for them.
+    No one-hot tensor is built.
+
+    Introduced in Part III, *Focal loss*.
+    """
+    if logits.shape[:-1] != cls_targets.shape[:-1] or logits.shape[-1] != cls_targets.shape[-1] * num_classes:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not hold {num_classes} classes for each anchor of "
+            f"targets {tuple(cls_targets.shape)}"
+        )
+    if (cls_targets >= num_classes).any():
+        raise ValueError(
+            f"class targets must be < num_classes={num_classes}, got {int(cls_targets.max())}"
+        )
+    y0 = 0.5 * label_smoothing  # the smoothed label of a negative
+    dense = (1.0 - alpha) * _NegativeFocalSum.apply(logits, gamma, y0)
+    ignored = cls_targets == IGNORE
+    if ignored.any():  # never from our matcher (no ignore band): take those anchors back out
+        index = ignored.nonzero(as_tuple=True)
+        channels = index[-1][:, None] * num_classes + torch.arange(num_classes, device=logits.device)
+        x = logits[tuple(i[:, None] for i in index[:-1]) + (channels,)]  # (K, C)
+        dense = dense - (1.0 - alpha) * _NegativeFocalSum.apply(x, gamma, y0)
+    positive = cls_targets >= 0
+    if not positive.any():
+        return dense
+    index = positive.nonzero(as_tuple=True)
+    channel = index[-1] * num_classes + cls_targets[index]
+    x = logits[index[:-1] + (channel,)]  # (K,): the logit of each positive anchor's own class
+    p = x.sigmoid()
+    pos = alpha * (1.0 - p) ** gamma * F.binary_cross_entropy_with_logits(
+        x, torch.full_like(x, 1.0 - y0), reduction="none")
+    neg = (1.0 - alpha) * p ** gamma * F.binary_cross_entropy_with_logits(
+        x, torch.full_like(x, y0), reduction="none")
+    return dense + (pos - neg).sum()
+
+
 def detection_loss(
     cls_outputs: Sequence[torch.Tensor],
     box_outputs: Sequence[torch.Tensor],
@@ -152,15 +240,10 @@ def detection_loss(
         cls_out, box_out = cls_outputs[level], box_outputs[level]
         cls_t, box_t = cls_targets[level], box_targets[level]
         _check_level(level, cls_out, box_out, cls_t, box_t, num_classes)
-        b, h, w, a = cls_t.shape
-        # Work on the permuted 4-D view (B, H, W, A*C): channel a*C + c is anchor a, class c, so
-        # the one-hot targets flatten to the same layout for free, and the logits (which may be
-        # large) are never copied into a 5-D tensor.
+        # The permuted 4-D view (B, H, W, A*C) is a view, not a copy: channel a*C + c is anchor
+        # a, class c, the layout focal_loss_sum reads next to the (B, H, W, A) targets.
         logits = cls_out.permute(0, 2, 3, 1).float()
-        targets = one_hot_targets(cls_t, num_classes).view(b, h, w, a * num_classes)
-        fl = focal_loss(logits, targets, alpha, gamma, label_smoothing)
-        valid = (cls_t != IGNORE).unsqueeze(-1).expand(b, h, w, a, num_classes).reshape(b, h, w, -1)
-        cls_losses.append((fl * valid).sum())
+        cls_losses.append(focal_loss_sum(logits, cls_t, num_classes, alpha, gamma, label_smoothing))
         codes = box_out.permute(0, 2, 3, 1).float()  # (B, H, W, A*4)
         hub = huber_loss(codes, box_t.to(codes.dtype), delta)
         box_losses.append((hub * (box_t != 0.0)).sum())

@@ -64,6 +64,16 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
     assert layers.drop_path(x, 0.25, training=False) is x
 
 
+def test_drop_path_equals_timm_bit_for_bit():
+    from timm.layers import drop_path as timm_drop_path
+
+    x = torch.randn(64, 8, 5, 5)
+    torch.manual_seed(3)
+    ours = layers.drop_path(x, 0.3, training=True)
+    torch.manual_seed(3)
+    assert torch.equal(ours, timm_drop_path(x, 0.3, training=True))
+
+
 def test_drop_path_rejects_bad_rates():
     with pytest.raises(ValueError):
         layers.DropPath(1.0)

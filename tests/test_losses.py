@@ -120,3 +120,36 @@ def test_bad_shapes_are_rejected_with_a_reason():
         L.detection_loss(cls, box, [t + 10 for t in cls_t], box_t, npos, C)
     with pytest.raises(ValueError, match="differ"):
         L.focal_loss(torch.zeros(3), torch.zeros(4))
+
+
+@pytest.mark.parametrize("smoothing,ignore", [(0.0, False), (0.1, False), (0.0, True)])
+def test_detection_loss_gradients_equal_effdet(smoothing, ignore):
+    # focal_loss_sum has a hand-written backward: its gradient must be effdet's autograd one
+    cls_t, box_t, npos = real_targets()
+    if ignore:
+        cls_t = [t.clone() for t in cls_t]
+        cls_t[1][0, :3] = L.IGNORE
+    grads = []
+    for fn in (lambda c, b: L.detection_loss(c, b, cls_t, box_t, npos, C, label_smoothing=smoothing)[0],
+               lambda c, b: _effdet_loss(c, b, cls_t, box_t, npos, smoothing)[0]):
+        cls, box = random_outputs(5)
+        for t in cls + box:
+            t.requires_grad_(True)
+        fn(cls, box).backward()
+        grads.append([t.grad for t in cls + box])
+    for mine, ref in zip(*grads):
+        torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_focal_loss_sum_equals_the_elementwise_sum():
+    g = torch.Generator().manual_seed(6)
+    a, k = 3, 5
+    logits = torch.randn(2, 4, a * k, generator=g) * 4
+    cls_t = torch.randint(-2, k, (2, 4, a), generator=g)
+    onehot = L.one_hot_targets(cls_t, k).view(2, 4, a * k)
+    valid = (cls_t != L.IGNORE).repeat_interleave(k, dim=-1)
+    for smoothing in (0.0, 0.2):
+        expected = (L.focal_loss(logits, onehot, label_smoothing=smoothing) * valid).sum()
+        torch.testing.assert_close(L.focal_loss_sum(logits, cls_t, k, label_smoothing=smoothing), expected)
+    with pytest.raises(ValueError, match="classes for each anchor"):
+        L.focal_loss_sum(logits[..., :-1], cls_t, k)
