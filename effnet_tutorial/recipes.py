@@ -38,7 +38,7 @@ class ShapesRecipe:
     jitter: tuple[float, float] = (0.75, 1.25)  # scale jitter range of the training transform
     batch_size: int = 8
     optimizer: str = "adamw"
-    lr: float = 2e-3
+    lr: float = 5e-3  # AdamW peak; 10-minute trials on the CPU setting learned far faster than at 2e-3
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.2
     ema_decay: float = 0.9998  # the paper's, with the EMA warm-up of TrainConfig
