@@ -64,7 +64,8 @@ def batched_nms(
     keep a box unless a kept box of its class overlaps it with IoU > ``iou_threshold``. With
     ``max_output``, only the first ``max_output`` indices are returned.
 
-    ``backend="python"`` runs that walk as written in :func:`nms_reference` (the book's version);
+    ``backend="python"`` runs that walk as written in
+    :func:`~effnet_tutorial.postprocess.nms_reference` (the book's version);
     ``"torchvision"`` calls ``torchvision.ops.batched_nms``, a C++ kernel that selects the same
     boxes (tested, up to the order of exactly tied scores) in about half the time on 5,000
     boxes; ``"auto"`` (the default) uses torchvision when it is installed.

@@ -66,7 +66,7 @@ class ShapesRecipe:
 #: The from-scratch CPU run of Part IV (and of ``benchmarks/train_d0_cpu.py``).
 CPU_SHAPES = ShapesRecipe()
 
-#: The GPU run of Part IV: D0 at its native 512 pixels on the full synthetic dataset (up to six
+#: The GPU run of Part IV, D0 at its native 512 pixels on the full synthetic dataset (up to six
 #: objects per image, sides from 8 pixels), sized for about 30 minutes of training on a Colab T4.
 GPU_SHAPES = ShapesRecipe(image_size=512, train_images=6000, val_images=500, max_objects=6,
                           min_size=8.0, jitter=(0.1, 2.0), batch_size=16, eval_every_minutes=5.0,
