@@ -76,6 +76,14 @@ def huber_loss(input: torch.Tensor, target: torch.Tensor, delta: float = 0.1) ->
     return 0.5 * quadratic**2 + delta * (abs_err - quadratic)
 
 
+def _check_class_targets(cls_targets: torch.Tensor, num_classes: int) -> None:
+    """Raise a ``ValueError`` if a class target is not below ``num_classes``."""
+    if (cls_targets >= num_classes).any():
+        raise ValueError(
+            f"class targets must be < num_classes={num_classes}, got {int(cls_targets.max())}"
+        )
+
+
 def one_hot_targets(cls_targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class ids ``(...)`` -> float one-hot ``(..., num_classes)``; negative ids give all zeros.
 
@@ -83,10 +91,7 @@ def one_hot_targets(cls_targets: torch.Tensor, num_classes: int) -> torch.Tensor
 
     Introduced in Part III, *Focal loss*.
     """
-    if (cls_targets >= num_classes).any():
-        raise ValueError(
-            f"class targets must be < num_classes={num_classes}, got {int(cls_targets.max())}"
-        )
+    _check_class_targets(cls_targets, num_classes)
     # Scatter into float zeros: no int64 one-hot (twice the bytes) and no extra masked copy.
     onehot = torch.zeros(*cls_targets.shape, num_classes, device=cls_targets.device)
     positive = (cls_targets >= 0).unsqueeze(-1).to(onehot.dtype)
@@ -117,6 +122,12 @@ def _check_level(
             )
 
 
+def _negative_bce(logits: torch.Tensor, y0: float) -> torch.Tensor:
+    """``BCE(x, y0) = softplus(x) - y0 x``, the cross-entropy of a negative with smoothed label ``y0``."""
+    bce = F.softplus(logits)
+    return bce.sub_(logits * y0) if y0 else bce
+
+
 class _NegativeFocalSum(torch.autograd.Function):
     """``sum(sigmoid(x) ** gamma * BCE(x, y0))``: every logit scored as a negative, in one pass.
 
@@ -133,20 +144,14 @@ class _NegativeFocalSum(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, gamma: float, y0: float) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(logits)
         ctx.gamma, ctx.y0 = gamma, y0
-        bce = F.softplus(logits)
-        if y0:
-            bce = bce.sub_(logits * y0)
-        return logits.sigmoid().pow_(gamma).mul_(bce).sum()
+        return logits.sigmoid().pow_(gamma).mul_(_negative_bce(logits, y0)).sum()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):  # noqa: D102
         (logits,) = ctx.saved_tensors
         gamma, y0 = ctx.gamma, ctx.y0
         p = logits.sigmoid()
-        bce = F.softplus(logits)
-        if y0:
-            bce = bce.sub_(logits * y0)
-        grad = (1.0 - p).mul_(bce).mul_(gamma).add_(p)
+        grad = (1.0 - p).mul_(_negative_bce(logits, y0)).mul_(gamma).add_(p)
         if y0:
             grad = grad.sub_(y0)
         grad = grad.mul_(p.pow_(gamma)).mul_(grad_output)
@@ -179,30 +184,20 @@ def focal_loss_sum(
             f"logits {tuple(logits.shape)} do not hold {num_classes} classes for each anchor of "
             f"targets {tuple(cls_targets.shape)}"
         )
-    if (cls_targets >= num_classes).any():
-        raise ValueError(
-            f"class targets must be < num_classes={num_classes}, got {int(cls_targets.max())}"
-        )
+    _check_class_targets(cls_targets, num_classes)
     y0 = 0.5 * label_smoothing  # the smoothed label of a negative
     dense = (1.0 - alpha) * _NegativeFocalSum.apply(logits, gamma, y0)
-    ignored = cls_targets == IGNORE
-    if ignored.any():  # never from our matcher (no ignore band): take those anchors back out
-        index = ignored.nonzero(as_tuple=True)
-        channels = index[-1][:, None] * num_classes + torch.arange(num_classes, device=logits.device)
-        x = logits[tuple(i[:, None] for i in index[:-1]) + (channels,)]  # (K, C)
-        dense = dense - (1.0 - alpha) * _NegativeFocalSum.apply(x, gamma, y0)
-    positive = cls_targets >= 0
-    if not positive.any():
-        return dense
-    index = positive.nonzero(as_tuple=True)
-    channel = index[-1] * num_classes + cls_targets[index]
-    x = logits[index[:-1] + (channel,)]  # (K,): the logit of each positive anchor's own class
-    p = x.sigmoid()
-    pos = alpha * (1.0 - p) ** gamma * F.binary_cross_entropy_with_logits(
-        x, torch.full_like(x, 1.0 - y0), reduction="none")
-    neg = (1.0 - alpha) * p ** gamma * F.binary_cross_entropy_with_logits(
-        x, torch.full_like(x, y0), reduction="none")
-    return dense + (pos - neg).sum()
+    # Ignored anchors (never from our matcher, which has no ignore band): take them back out.
+    index = (cls_targets == IGNORE).nonzero(as_tuple=True)
+    channels = index[-1][:, None] * num_classes + torch.arange(num_classes, device=logits.device)
+    ignored = logits[tuple(i[:, None] for i in index[:-1]) + (channels,)]  # (K, C)
+    dense = dense - (1.0 - alpha) * _NegativeFocalSum.apply(ignored, gamma, y0)
+    # Positive pairs: their focal loss as positives, minus what the dense sum counted for them.
+    index = (cls_targets >= 0).nonzero(as_tuple=True)
+    x = logits[index[:-1] + (index[-1] * num_classes + cls_targets[index],)]  # (K,) own-class logits
+    correction = (focal_loss(x, torch.ones_like(x), alpha, gamma, label_smoothing)
+                  - focal_loss(x, torch.zeros_like(x), alpha, gamma, label_smoothing))
+    return dense + correction.sum()
 
 
 def detection_loss(
