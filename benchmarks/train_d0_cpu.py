@@ -15,11 +15,17 @@ assignment and the loss differ: ours are the package's, effdet's are effdet's ow
 time, one CPU thread each, so they share the machine's state evenly::
 
     python benchmarks/train_d0_cpu.py                    # the full run: 30 min of training each
+    python benchmarks/train_d0_cpu.py --seeds 0 1        # two seeds of each, all four side by side
     python benchmarks/train_d0_cpu.py --minutes 2 --eval-every 1 --train-images 200  # a quick look
 
+A seed sets the random initial weights, the data order and the augmentations (the dataset itself
+is the recipe's, the same for every seed); both implementations get the same seeds. From-scratch
+runs of one recipe end far apart from seed to seed, so ranking the implementations takes several
+seeds of each: the summary gives each run and the mean final AP per implementation.
+
 Results go to ``benchmarks/results/train_d0_cpu/``: each run's ``metrics.jsonl`` and
-checkpoint, ``summary.json`` (the AP-against-time points and the final AP of both) and
-``ap_vs_time.png``.
+checkpoint (``{impl}_seed{seed}/``), ``summary.json`` (the AP-against-time points and the final
+AP of every run, the mean per implementation) and ``ap_vs_time.png``.
 """
 from __future__ import annotations
 
@@ -103,8 +109,18 @@ def effdet_evaluate(bench_model, dataset, size: int) -> dict:
     return coco_evaluate(dataset.annotation_file, to_coco_results(detections, ids, dataset.category_ids))
 
 
-def worker(impl: str, recipe, data: Path, out: Path, threads: int) -> None:
-    """Train one implementation for the recipe's time budget, evaluating as it goes."""
+def run_name(impl: str, seed: int) -> str:
+    """The folder of one run under the output folder."""
+    return f"{impl}_seed{seed}"
+
+
+def worker(impl: str, recipe, data: Path, out: Path, threads: int, same_init: bool = False) -> None:
+    """Train one implementation for the recipe's time budget, evaluating as it goes.
+
+    With ``same_init`` our D0 starts from the weights effdet's D0 is initialised with for this
+    seed (copied by :func:`effnet_tutorial.weights.from_effdet`), so that the two runs differ only
+    in the code, not in the random draw of the initial weights.
+    """
     torch.set_num_threads(threads)
     from effnet_tutorial.data.coco import CocoDetection
     from effnet_tutorial.data.transforms import train_transforms
@@ -118,23 +134,29 @@ def worker(impl: str, recipe, data: Path, out: Path, threads: int) -> None:
     torch.manual_seed(recipe.seed)
     if impl == "ours":
         model, trainer_class = create_model("efficientdet_d0", num_classes=raw.num_classes, image_size=size), Trainer
+        if same_init:
+            from effnet_tutorial.weights import from_effdet
+
+            torch.manual_seed(recipe.seed)
+            model.load_state_dict(from_effdet(_effdet_model(raw.num_classes, size).state_dict()))
     else:
         from effdet.bench import DetBenchTrain
         model, trainer_class = DetBenchTrain(_effdet_model(raw.num_classes, size)), effdet_trainer_class()
     params = sum(p.numel() for p in model.parameters())
     train_set = SeededAugmentation(raw, train_transforms(size, recipe.jitter), recipe.seed)
-    run_dir = out / impl
+    run_dir = out / run_name(impl, recipe.seed)
     if (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()
     trainer = trainer_class(model, train_set, recipe.train_config(progress=False), run_dir)
-    trainer.log({"event": "start", "impl": impl, "params": params, "threads": threads})
+    trainer.log({"event": "start", "impl": impl, "seed": recipe.seed, "params": params, "threads": threads,
+                 "same_init": same_init})
 
     def on_eval(t) -> dict:
         start = time.perf_counter()
         stats = (evaluate_model(t.eval_model(), val, size) if impl == "ours"
                  else effdet_evaluate(t.eval_model(), val, size))
         row = {k: stats[k] for k in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")}
-        print(f"[{impl}] {t.train_seconds / 60:5.1f} min, step {t.step}: AP {row['AP']:.3f} "
+        print(f"[{impl} seed {recipe.seed}] {t.train_seconds / 60:5.1f} min, step {t.step}: AP {row['AP']:.3f} "
               f"AP50 {row['AP50']:.3f} (eval {time.perf_counter() - start:.0f} s)", flush=True)
         return row
 
@@ -147,34 +169,64 @@ def read_curve(path: Path) -> dict:
     evals = [r for r in records if r.get("event") == "eval"]
     steps = [r for r in records if "loss" in r and r.get("event") is None]
     start = next(r for r in records if r.get("event") == "start")
-    return {"params": start["params"], "threads": start["threads"],
+    return {"impl": start["impl"], "seed": start.get("seed", 0), "same_init": start.get("same_init", False),
+            "params": start["params"], "threads": start["threads"],
             "minutes": [r["train_time"] / 60 for r in evals], "AP": [r["AP"] for r in evals],
             "AP50": [r["AP50"] for r in evals], "steps": evals[-1]["step"] if evals else 0,
             "images_per_s": steps[-1]["images_per_s"] if steps else None, "final": evals[-1] if evals else None}
 
 
-def summarise(out: Path, recipe, impls: list[str], wall_s: float) -> dict:
-    curves = {impl: read_curve(out / impl / "metrics.jsonl") for impl in impls}
-    summary = {"recipe": asdict(recipe), "wall_minutes": wall_s / 60,
-               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` where there is one, else what ``platform`` says."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def summarise(out: Path, recipe, impls: list[str], seeds: list[int], wall_s: float) -> dict:
+    """Collect every run's curve, the mean final AP per implementation, and plot them."""
+    runs = [read_curve(out / run_name(impl, seed) / "metrics.jsonl") for seed in seeds for impl in impls]
+    finals = {impl: [r["final"]["AP"] for r in runs if r["impl"] == impl and r["final"]] for impl in impls}
+    summary = {"recipe": asdict(recipe), "seeds": seeds, "wall_minutes": wall_s / 60,
+               "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                            "torch": torch.__version__, "python": platform.python_version()},
-               "curves": curves}
+               "runs": runs,
+               "mean_final_AP": {impl: sum(v) / len(v) if v else None for impl, v in finals.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for impl, c in curves.items():
-        ax.plot(c["minutes"], c["AP"], "o-", label=f"{impl} D0 ({c['params']:,} params)")
+    for r in runs:
+        ax.plot(r["minutes"], r["AP"], "o-" if r["impl"] == "ours" else "s--",
+                color="C0" if r["impl"] == "ours" else "C1", alpha=0.8,
+                label=f"{r['impl']} D0, seed {r['seed']}")
     ax.axhline(0.6, color="grey", ls=":", label="target AP 0.6")
     ax.set(xlabel="training time (min, evaluation excluded)", ylabel="COCO AP@[.5:.95] (val)",
            title=f"D0 from scratch at {recipe.image_size} px on a CPU")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "ap_vs_time.png", dpi=110)
     return summary
+
+
+def drop_options(argv: list[str], flags: tuple[str, ...], valued: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given flags and without the given options and their value(s)."""
+    kept, skipping = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skipping = a in valued
+            if a in flags or skipping:
+                continue
+        elif skipping:
+            continue
+        kept.append(a)
+    return kept
 
 
 def main(argv=None) -> int:
@@ -184,6 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=float, help="minutes of training between evaluations")
     parser.add_argument("--train-images", type=int)
     parser.add_argument("--val-images", type=int)
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="seeds to train each implementation with (default: the recipe's, 0)")
+    parser.add_argument("--same-init", action="store_true",
+                        help="start our D0 from effdet's initial weights for the seed (see worker())")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
     parser.add_argument("--sequential", action="store_true",
                         help="run the two one after the other instead of side by side")
@@ -196,17 +252,20 @@ def main(argv=None) -> int:
     from effnet_tutorial.recipes import write_shapes_data
 
     recipe = recipe_from(args)
+    seeds = args.seeds if args.seeds else [recipe.seed]
+    if args.worker:
+        recipe = replace(recipe, seed=seeds[0])
     args.out.mkdir(parents=True, exist_ok=True)
     data = write_shapes_data(args.out / "data", recipe)
     if args.worker:
-        worker(args.impl, recipe, data, args.out, args.threads)
+        worker(args.impl, recipe, data, args.out, args.threads, args.same_init)
         return 0
     impls = ["ours", "effdet"] if args.impl == "both" else [args.impl]
-    passthrough = [a for a in sys.argv[1:] if a not in ("--sequential", "--record")] if argv is None else list(argv)
-    passthrough = [a for i, a in enumerate(passthrough)
-                   if a != "--impl" and (i == 0 or passthrough[i - 1] != "--impl")]
+    passthrough = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    passthrough = drop_options(passthrough, flags=("--sequential", "--record"), valued=("--impl", "--seeds"))
     start = time.perf_counter()
-    commands = [[sys.executable, __file__, "--worker", "--impl", impl, *passthrough] for impl in impls]
+    commands = [[sys.executable, __file__, "--worker", "--impl", impl, "--seeds", str(seed), *passthrough]
+                for seed in seeds for impl in impls]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if args.sequential:
         for command in commands:
@@ -215,12 +274,15 @@ def main(argv=None) -> int:
         procs = [subprocess.Popen(command, env=env) for command in commands]
         if any(p.wait() != 0 for p in procs):
             return 1
-    summary = summarise(args.out, recipe, impls, time.perf_counter() - start)
-    print(f"\n{'impl':<8}{'params':>12}{'steps':>7}{'img/s':>7}{'AP':>7}{'AP50':>7}   AP at each evaluation")
-    for impl, c in summary["curves"].items():
+    summary = summarise(args.out, recipe, impls, seeds, time.perf_counter() - start)
+    print(f"\n{'impl':<8}{'seed':>5}{'params':>12}{'steps':>7}{'img/s':>7}{'AP':>7}{'AP50':>7}   AP at each evaluation")
+    for c in summary["runs"]:
         f = c["final"] or {}
-        print(f"{impl:<8}{c['params']:>12,}{c['steps']:>7}{c['images_per_s'] or 0:7.2f}{f.get('AP', 0):7.3f}"
-              f"{f.get('AP50', 0):7.3f}   " + " ".join(f"{m:.0f}:{a:.2f}" for m, a in zip(c["minutes"], c["AP"])))
+        print(f"{c['impl']:<8}{c['seed']:>5}{c['params']:>12,}{c['steps']:>7}{c['images_per_s'] or 0:7.2f}"
+              f"{f.get('AP', 0):7.3f}{f.get('AP50', 0):7.3f}   "
+              + " ".join(f"{m:.0f}:{a:.2f}" for m, a in zip(c["minutes"], c["AP"])))
+    print("mean final AP: " + ", ".join(f"{impl} {ap:.3f}" for impl, ap in summary["mean_final_AP"].items()
+                                        if ap is not None))
     print(f"wrote {args.out / 'summary.json'} and {args.out / 'ap_vs_time.png'}")
     if args.record:
         RECORD.parent.mkdir(parents=True, exist_ok=True)

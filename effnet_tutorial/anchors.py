@@ -146,15 +146,27 @@ def generate_anchors(
 
 # --------------------------------------------------------------------------- IoU and box coding
 def _pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, without input checks."""
-    inter_w = (torch.min(a[:, None, 2], b[None, :, 2]) - torch.max(a[:, None, 0], b[None, :, 0]))
-    inter_h = (torch.min(a[:, None, 3], b[None, :, 3]) - torch.max(a[:, None, 1], b[None, :, 1]))
-    inter = inter_h.clamp(min=0) * inter_w.clamp(min=0)
+    """IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, without input checks.
+
+    Written for the matching of a few boxes against ~50k anchors, where every pass over the
+    ``(N, M)`` grid counts: ``b``'s coordinates are made contiguous rows once, the grid-sized
+    temporaries are reused in place, and the ``0 / 0`` guard is only applied when a box has zero
+    area (with positive areas on both sides the union is positive, so the plain quotient already
+    gives exactly 0 where boxes do not touch). The values are bit-for-bit those of the textbook
+    formula ``inter / (area_a + area_b - inter)``.
+    """
+    bx1, by1, bx2, by2 = b.t().contiguous()
+    inter = torch.minimum(a[:, 2:3], bx2).sub_(torch.maximum(a[:, 0:1], bx1)).clamp_(min=0)
+    inter_h = torch.minimum(a[:, 3:4], by2).sub_(torch.maximum(a[:, 1:2], by1)).clamp_(min=0)
+    inter.mul_(inter_h)
+    del inter_h
     area_a = (a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0])
-    area_b = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_b = (by2 - by1) * (bx2 - bx1)
+    iou = (area_a[:, None] + area_b).sub_(inter)  # the union, then the quotient, in one buffer
+    degenerate = not (bool((area_a > 0).all()) and bool((area_b > 0).all()))
+    iou = torch.div(inter, iou, out=iou)
     # Boxes that do not touch have IoU 0, also when both are degenerate (0 / 0).
-    return torch.where(inter == 0, torch.zeros_like(inter), inter / union)
+    return iou.masked_fill_(inter == 0, 0.0) if degenerate else iou
 
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
@@ -251,6 +263,11 @@ def match_anchors(
     """
     check_boxes(anchors, "anchors")
     check_boxes(gt_boxes, "gt_boxes")
+    return _match(anchors, gt_boxes, threshold)
+
+
+def _match(anchors: torch.Tensor, gt_boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """:func:`match_anchors` without the input checks."""
     num_anchors, num_gt = anchors.shape[0], gt_boxes.shape[0]
     matches = torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
     if num_gt == 0:
@@ -307,11 +324,18 @@ def assign_targets(
 
     Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
+    check_boxes(anchors, "anchors")
+    return _assign(anchors, gt_boxes, gt_labels, threshold)
+
+
+def _assign(anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+            threshold: float) -> AnchorTargets:
+    """:func:`assign_targets` with the anchors already checked (once per batch)."""
     check_boxes(gt_boxes, "gt_boxes")
     _check_labels(gt_labels, gt_boxes.shape[0])
     valid = gt_labels >= 0
     gt_boxes, gt_labels = gt_boxes[valid], gt_labels[valid].long()
-    matches = match_anchors(anchors, gt_boxes, threshold)
+    matches = _match(anchors, gt_boxes, threshold)
     positive = matches >= 0
     safe = matches.clamp(min=0)
     cls_targets = torch.where(positive, gt_labels[safe] if len(gt_labels) else matches, -1)
@@ -337,11 +361,12 @@ def assign_targets_batch(
     """
     if len(gt_boxes) != len(gt_labels):
         raise ValueError(f"got boxes for {len(gt_boxes)} images but labels for {len(gt_labels)}")
+    check_boxes(anchors, "anchors")  # once for the batch, not once per image
     per_image = []
     for boxes, labels in zip(gt_boxes, gt_labels):
         if isinstance(labels, torch.Tensor):  # padding rows may hold any box: zero them first
             boxes = torch.where((labels >= 0)[:, None], boxes, torch.zeros_like(boxes))
-        per_image.append(assign_targets(anchors, boxes, labels, threshold))
+        per_image.append(_assign(anchors, boxes, labels, threshold))
     if not per_image:
         raise ValueError("the batch is empty")
     return AnchorTargets(*(torch.stack(t) for t in zip(*per_image)))

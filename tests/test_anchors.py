@@ -89,6 +89,29 @@ def test_box_iou_equals_torchvision():
     torch.testing.assert_close(A.box_iou(a, b), tv_box_iou(a, b))
 
 
+def textbook_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU written out plainly, the formula the fast version must reproduce bit for bit."""
+    iw = (torch.min(a[:, None, 2], b[None, :, 2]) - torch.max(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+    ih = (torch.min(a[:, None, 3], b[None, :, 3]) - torch.max(a[:, None, 1], b[None, :, 1])).clamp(min=0)
+    inter = ih * iw
+    union = ((a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0]))[:, None] + ((b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0]))[None, :] - inter
+    return torch.where(inter == 0, torch.zeros_like(inter), inter / union)
+
+
+@pytest.mark.parametrize("degenerate", [False, True])
+def test_box_iou_is_bit_equal_to_the_textbook_formula(degenerate):
+    a, b = random_boxes(7, 512, 3), A.generate_anchors(256)
+    if degenerate:  # zero-area boxes on both sides, one of them on top of the other
+        a[2, 2:] = a[2, :2]
+        b = b.clone()
+        b[5] = torch.tensor([a[2, 0], a[2, 1], a[2, 0], a[2, 1]])
+    got, expected = A.box_iou(a, b), textbook_iou(a, b)
+    assert torch.equal(got, expected)
+    assert not torch.isnan(got).any()
+    if degenerate:
+        assert got[2].eq(0).all()
+
+
 def test_encode_decode_round_trip_and_known_codes():
     anchors = A.generate_anchors(128)[::37]
     boxes = random_boxes(len(anchors), 128, 2)

@@ -13,15 +13,45 @@ def load_script():
     return module
 
 
-def test_train_benchmark_writes_both_curves(tmp_path):
+def test_train_benchmark_writes_every_run_and_the_means(tmp_path):
     script = load_script()
     argv = ["--minutes", "0.02", "--eval-every", "0.01", "--train-images", "4", "--val-images", "2",
-            "--sequential", "--out", str(tmp_path)]
+            "--seeds", "0", "3", "--sequential", "--out", str(tmp_path)]
     assert script.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["curves"]) == {"ours", "effdet"}
-    for curve in summary["curves"].values():
+    runs = {(r["impl"], r["seed"]): r for r in summary["runs"]}
+    assert set(runs) == {("ours", 0), ("effdet", 0), ("ours", 3), ("effdet", 3)}
+    for curve in runs.values():
         assert curve["steps"] >= 1 and curve["minutes"][0] == 0.0
         assert len(curve["minutes"]) == len(curve["AP"]) >= 2  # the untrained network, then at least one more
         assert 0.0 <= curve["final"]["AP"] <= 1.0
+    for impl in ("ours", "effdet"):
+        mean = (runs[impl, 0]["final"]["AP"] + runs[impl, 3]["final"]["AP"]) / 2
+        assert abs(summary["mean_final_AP"][impl] - mean) < 1e-12
+    # the seed reaches the run: different initial weights give different untrained losses
+    first = [next(r for r in map(json.loads, (tmp_path / f"ours_seed{s}" / "metrics.jsonl").read_text().splitlines())
+                  if "loss" in r) for s in (0, 3)]
+    assert first[0]["loss"] != first[1]["loss"]
     assert summary["recipe"]["train_images"] == 4 and (tmp_path / "ap_vs_time.png").stat().st_size > 0
+
+
+def test_worker_options_are_dropped_from_the_passthrough():
+    script = load_script()
+    argv = ["--impl", "ours", "--seeds", "0", "1", "--minutes", "2", "--record", "--sequential", "--threads", "1"]
+    assert script.drop_options(argv, ("--sequential", "--record"), ("--impl", "--seeds")) == [
+        "--minutes", "2", "--threads", "1"]
+
+
+def test_same_init_gives_effdet_and_ours_the_same_first_loss(tmp_path):
+    """From effdet's initial weights on the same first batch, the two losses agree to rounding."""
+    script = load_script()
+    argv = ["--minutes", "0.01", "--eval-every", "0.01", "--train-images", "4", "--val-images", "2",
+            "--same-init", "--sequential", "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    first = {impl: next(r for r in map(json.loads, (tmp_path / f"{impl}_seed0" / "metrics.jsonl")
+                                       .read_text().splitlines()) if "loss" in r)
+             for impl in ("ours", "effdet")}
+    for key in ("loss", "cls_loss", "box_loss"):
+        assert abs(first["ours"][key] - first["effdet"][key]) <= 1e-5 * abs(first["effdet"][key]), key
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["impl"]: r["same_init"] for r in summary["runs"]} == {"ours": True, "effdet": True}
