@@ -201,10 +201,10 @@ def summarise(out: Path, recipe, impls: list[str], seeds: list[int], wall_s: flo
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r in runs:
-        ax.plot(r["minutes"], r["AP"], "o-" if r["impl"] == "ours" else "s--",
-                color="C0" if r["impl"] == "ours" else "C1", alpha=0.8,
-                label=f"{r['impl']} D0, seed {r['seed']}")
+    for r in runs:  # a colour per implementation, a marker and a line style per seed
+        k = seeds.index(r["seed"])
+        ax.plot(r["minutes"], r["AP"], marker="osd^v"[k % 5], ls=("-", "--", ":", "-.")[k % 4],
+                color="C0" if r["impl"] == "ours" else "C1", label=f"{r['impl']} D0, seed {r['seed']}")
     ax.axhline(0.6, color="grey", ls=":", label="target AP 0.6")
     ax.set(xlabel="training time (min, evaluation excluded)", ylabel="COCO AP@[.5:.95] (val)",
            title=f"D0 from scratch at {recipe.image_size} px on a CPU")
