@@ -253,12 +253,10 @@ def main(argv=None) -> int:
 
     recipe = recipe_from(args)
     seeds = args.seeds if args.seeds else [recipe.seed]
-    if args.worker:
-        recipe = replace(recipe, seed=seeds[0])
     args.out.mkdir(parents=True, exist_ok=True)
-    data = write_shapes_data(args.out / "data", recipe)
-    if args.worker:
-        worker(args.impl, recipe, data, args.out, args.threads, args.same_init)
+    data = write_shapes_data(args.out / "data", recipe)  # the dataset does not depend on the seed
+    if args.worker:  # one run: the parent passes its seed as the only one
+        worker(args.impl, replace(recipe, seed=seeds[0]), data, args.out, args.threads, args.same_init)
         return 0
     impls = ["ours", "effdet"] if args.impl == "both" else [args.impl]
     passthrough = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
