@@ -96,7 +96,7 @@ class WeightedFusion(nn.Module):
             w = w / (w.sum() + self.eps)
         out = inputs[0] * w[0]
         for x, wi in zip(inputs[1:], w[1:]):
-            out = out + x * wi
+            out.addcmul_(x, wi)  # out += x * wi in one pass; autograd needs x and wi, not out
         return out
 
 
@@ -163,7 +163,7 @@ class BiFpnNode(nn.Module):
             str(i): Resample(in_channels[i], channels, padding, bias, **bn) for i in node.inputs
         })
         self.fusion = WeightedFusion(len(node.inputs), fusion)
-        self.act = nn.SiLU(inplace=False)
+        self.act = nn.SiLU(inplace=True)  # acts on the fusion's own output
         self.conv = DepthwiseSeparableConv2d(channels, channels, 3, bias=bias, padding=padding)
         self.bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
 

@@ -54,6 +54,25 @@ def test_fast_normalised_fusion_is_a_convex_combination():
         WeightedFusion(2, "max")
 
 
+def test_fusion_accumulates_in_its_own_tensor_with_the_right_gradients():
+    # out.addcmul_(x, w) adds into the fusion's own output: the inputs stay untouched and the
+    # gradients are those of sum_i w_i x_i / (sum_j w_j + eps).
+    torch.manual_seed(0)
+    fusion = WeightedFusion(3, "fastattn")
+    with torch.no_grad():
+        fusion.weights.copy_(torch.tensor([0.5, 2.0, 1.5]))
+    xs = [torch.randn(2, 4, 3, 3, requires_grad=True) for _ in range(3)]
+    kept = [x.detach().clone() for x in xs]
+    fusion(xs).sum().backward()
+    assert all(torch.equal(x.detach(), k) for x, k in zip(xs, kept))
+    w = torch.tensor([0.5, 2.0, 1.5], requires_grad=True)
+    ref_in = [k.clone().requires_grad_(True) for k in kept]
+    (sum(wi * x for wi, x in zip(w / (w.sum() + 1e-4), ref_in))).sum().backward()
+    for x, r in zip(xs, ref_in):
+        torch.testing.assert_close(x.grad, r.grad)
+    torch.testing.assert_close(fusion.weights.grad, w.grad)
+
+
 effdet = pytest.importorskip("effdet")
 
 

@@ -81,6 +81,59 @@ def test_top_k_flattens_like_effdet():
     assert torch.equal(anchor_idx, ref[2]) and torch.equal(classes, ref[3])
 
 
+def num_anchors():
+    return 9 * sum(h * w for h, w in A.feature_sizes(SIZE))
+
+
+def assert_is_the_top_k(cls, values, index, k):
+    """values/index are a top-k of the flat logits: the flat top-k's values, each index once,
+    at those values, and no unselected logit above a selected one. Exactly tied logits at the
+    k-th place may be chosen either way (so effdet's choice among them is topk's, too)."""
+    flat = torch.cat([c.permute(0, 2, 3, 1).reshape(B, -1) for c in cls], 1)
+    assert torch.equal(values, P._top_k_flat(cls, C, k)[0])
+    for i in range(B):
+        assert len(set(index[i].tolist())) == k
+        assert torch.equal(flat[i, index[i]], values[i])
+        rest = torch.ones(flat.shape[1], dtype=torch.bool)
+        rest[index[i]] = False
+        if rest.any():
+            assert flat[i, rest].max() <= values[i].min()
+
+
+@pytest.mark.parametrize("k", [1, 100, 5000, "anchors"])
+def test_two_stage_top_k_selects_what_the_flat_top_k_selects(k):
+    k = num_anchors() if k == "anchors" else k
+    for seed in (0, 1):
+        cls, _ = random_outputs(seed)
+        values, index = P._top_k_two_stage(cls, C, k)
+        assert_is_the_top_k(cls, values, index, k)
+        flat = P._top_k_flat(cls, C, k)
+        for i in range(B):  # a logit that occurs once sits at the same place in both
+            _, inverse, counts = values[i].unique(return_inverse=True, return_counts=True)
+            once = counts[inverse] == 1
+            once[-1] = False  # the k-th may tie with an unselected logit
+            assert once.sum() >= (k - 1) // 2 and torch.equal(index[i][once], flat[1][i][once])
+        # also from channels_last outputs (a reshape, not a view)
+        cl = [c.to(memory_format=torch.channels_last) for c in cls]
+        assert torch.equal(P._top_k_two_stage(cl, C, k)[1], index)
+
+
+def test_two_stage_top_k_with_tied_logits_is_a_valid_top_k():
+    # Integer logits tie everywhere: the values must still be the flat top-k's.
+    g = torch.Generator().manual_seed(3)
+    cls = [torch.randint(0, 4, (B, 9 * C, h, w), generator=g).float() for h, w in A.feature_sizes(SIZE)]
+    values, index = P._top_k_two_stage(cls, C, 3000)
+    assert_is_the_top_k(cls, values, index, 3000)
+
+
+def test_select_top_k_beyond_the_anchor_count_uses_the_flat_top_k():
+    cls, box = random_outputs(4)
+    k = num_anchors() + 7  # more pairs than anchors: stage 1 cannot bound the k-th logit
+    logits, _, anchor_idx, classes = P.select_top_k(cls, box, C, k=k)
+    flat = P._top_k_flat(cls, C, k)
+    assert torch.equal(logits, flat[0]) and torch.equal(anchor_idx * C + classes, flat[1])
+
+
 @pytest.mark.parametrize("letterbox", [False, True])
 def test_detections_equal_effdet_with_hard_nms(letterbox):
     cls, box = random_outputs(6)
