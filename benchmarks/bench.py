@@ -43,17 +43,23 @@ class Settings:
     repeats: int = 7
     warmup: int = 2
     threads: int = 2
+    #: keep alternating past ``repeats`` until the row's pairs took this long (cheap rows get
+    #: more pairs, so their medians are as steady as those of the expensive ones) ...
+    min_seconds: float = 30.0
+    #: ... but never more pairs than this
+    max_repeats: int = 41
 
     @classmethod
     def make(cls, mode: str, threads: int) -> "Settings":
-        """``full`` (issue sizes, 7 repeats), ``quick`` (issue sizes, 3) or ``smoke`` (tiny)."""
+        """``full`` (issue sizes, at least 7 pairs and 30 s per row), ``quick`` (at least 5 pairs
+        and 12 s) or ``smoke`` (tiny inputs, 2 pairs)."""
         if mode == "full":
             return cls(threads=threads)
         if mode == "quick":
-            return cls(repeats=3, warmup=1, threads=threads)
+            return cls(repeats=5, warmup=1, threads=threads, min_seconds=12.0, max_repeats=25)
         if mode == "smoke":
             return cls(cls_batch=2, cls_size=64, det_batch=2, det_size=128, repeats=2, warmup=1,
-                       threads=threads)
+                       threads=threads, min_seconds=0.0, max_repeats=2)
         raise ValueError(f"unknown mode {mode!r}")
 
 
@@ -70,6 +76,7 @@ class Row:
     note: str = ""
     ours_runs: list = field(default_factory=list)
     ref_runs: list = field(default_factory=list)
+    pair_quartiles: Optional[list] = None  # quartiles of ours_i / ref_i over the pairs
 
 
 # --------------------------------------------------------------------------- machine
@@ -126,21 +133,41 @@ def choose_threads(threads: Optional[int] = None) -> tuple[int, str]:
 # --------------------------------------------------------------------------- timing
 def compare(name: str, reference: str, ours: Callable[[], object], ref: Callable[[], object],
             s: Settings, note: str = "") -> Row:
-    """Alternate ``ours`` and ``ref`` ``s.repeats`` times after ``s.warmup`` runs of each."""
+    """Alternate ``ours`` and ``ref`` after ``s.warmup`` runs of each; medians and their ratio.
+
+    At least ``s.repeats`` pairs, more (up to ``s.max_repeats``) until the timed pairs add up
+    to ``s.min_seconds``. Besides the ratio of the medians, the row keeps the quartiles of the
+    per-pair ratios (each pair ran back to back, so a change of machine speed between pairs
+    cancels in its ratio): the spread a reader should allow for.
+    """
     for _ in range(s.warmup):
         ours()
         ref()
     t_ours, t_ref = [], []
-    for i in range(s.repeats):
+    i = 0
+    while i < s.repeats or (sum(t_ours) + sum(t_ref) < s.min_seconds * 1000 and i < s.max_repeats):
         pair = [(ours, t_ours), (ref, t_ref)]
         for fn, out in (pair if i % 2 == 0 else pair[::-1]):
             start = time.perf_counter()
             fn()
             out.append((time.perf_counter() - start) * 1000)
+        i += 1
     a, b = statistics.median(t_ours), statistics.median(t_ref)
-    row = Row(name, reference, a, b, a / b, note=note, ours_runs=t_ours, ref_runs=t_ref)
-    print(f"  {name}: ours {a:.1f} ms, {reference} {b:.1f} ms, ratio {a / b:.2f}", flush=True)
+    pairs = sorted(x / y for x, y in zip(t_ours, t_ref))
+    spread = [_quantile(pairs, 0.25), _quantile(pairs, 0.75)]
+    row = Row(name, reference, a, b, a / b, note=note, ours_runs=t_ours, ref_runs=t_ref,
+              pair_quartiles=spread)
+    print(f"  {name}: ours {a:.1f} ms, {reference} {b:.1f} ms, ratio {a / b:.2f} "
+          f"(pairs {len(pairs)}, per-pair ratios {spread[0]:.2f}-{spread[1]:.2f})", flush=True)
     return row
+
+
+def _quantile(sorted_values: list, q: float) -> float:
+    """Linear-interpolation quantile of an already sorted list."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _inference(model, x):
@@ -528,20 +555,25 @@ def compile_row(s: Settings, budget_s: float) -> Row:
 
 # --------------------------------------------------------------------------- output
 def format_table(rows: list[Row]) -> str:
-    """A plain-text table: row, reference, ours, reference, ratio, note."""
-    head = f"{'row':<50} {'reference':<22} {'ours':>10} {'ref':>10} {'ratio':>6}  note"
+    """A plain-text table: row, reference, ours, reference, ratio, pairs and the per-pair
+    ratios' quartiles (time rows), note."""
+    head = (f"{'row':<50} {'reference':<22} {'ours':>10} {'ref':>10} {'ratio':>6} "
+            f"{'pairs':>5} {'per pair':>9}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.ratio is None and r.ours_ms is not None:
             lines.append(f"{r.name:<50} {r.reference:<22} {r.ours_ms:>7.1f} {r.unit:<2} "
-                         f"{r.ref_ms:>7.1f} {r.unit:<2} {'-':>6}  {r.note}")
+                         f"{r.ref_ms:>7.1f} {r.unit:<2} {'-':>6} {'':>15}  {r.note}")
             continue
         if r.ratio is None:
-            lines.append(f"{r.name:<50} {r.reference:<22} {'-':>10} {'-':>10} {'-':>6}  {r.note}")
+            lines.append(f"{r.name:<50} {r.reference:<22} {'-':>10} {'-':>10} {'-':>6} {'':>15}  "
+                         f"{r.note}")
             continue
         u = r.unit
+        q = r.pair_quartiles
+        pairs = f"{len(r.ours_runs):>5} {q[0]:>4.2f}-{q[1]:<4.2f}" if q else f"{'':>15}"
         lines.append(f"{r.name:<50} {r.reference:<22} {r.ours_ms:>7.1f} {u:<2} {r.ref_ms:>7.1f} "
-                     f"{u:<2} {r.ratio:>6.2f}  {r.note}")
+                     f"{u:<2} {r.ratio:>6.2f} {pairs}  {r.note}")
     return "\n".join(lines)
 
 
@@ -585,7 +617,7 @@ def run(mode: str = "full", threads: Optional[int] = None, out: Optional[Path] =
 
 def main(argv: Optional[list[str]] = None) -> None:  # noqa: D103
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 repetitions instead of 7")
+    p.add_argument("--quick", action="store_true", help="5 repetitions instead of 7")
     p.add_argument("--mode", choices=["full", "quick", "smoke"], default=None,
                    help="smoke: tiny inputs, for CI (the book under BOOK_SMOKE=1)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
