@@ -335,9 +335,14 @@ def detector_rows(s: Settings) -> list[Row]:
                         _inference(ours, x), s, note="opt-in"))
     del fused
 
-    # post-processing alone, on the same head outputs (ours, from the random-weight model)
+    # post-processing alone, on the same head outputs for both. A random-weight head puts every
+    # class logit within about 1e-5 of the prior bias, so they tie everywhere (the D0 +
+    # post-processing row above has those); a trained head's logits spread over several units.
+    # This row adds seeded unit Gaussian noise to the random head's logits for that spread.
     with torch.inference_mode():
         cls_out, box_out = ours(x)
+        g = torch.Generator().manual_seed(1)
+        cls_out = [c + torch.randn(c.shape, generator=g) for c in cls_out]
     boxes_ref = predict.anchors.boxes
 
     def ref_post():

@@ -189,10 +189,10 @@ def select_top_k(
                              "outputs disagree on batch or anchors per cell")
     num_anchors = sum(c.shape[1] // num_classes * c.shape[2] * c.shape[3] for c in cls_outputs)
     k = min(k, num_anchors * num_classes)
+    found = None
     if cls_outputs[0].device.type == "cpu" and 0 < k <= num_anchors:
-        top_logits, top_index = _top_k_two_stage(cls_outputs, num_classes, k)
-    else:
-        top_logits, top_index = _top_k_flat(cls_outputs, num_classes, k)
+        found = _top_k_two_stage(cls_outputs, num_classes, k)
+    top_logits, top_index = found if found is not None else _top_k_flat(cls_outputs, num_classes, k)
     anchor_idx, classes = top_index // num_classes, top_index % num_classes
     codes = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in box_outputs], 1)
     top_codes = codes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
@@ -213,7 +213,7 @@ def _top_k_flat(cls_outputs: Sequence[torch.Tensor], num_classes: int,
 
 
 def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The same ``k`` largest logits as :func:`_top_k_flat`, with a cheap first pass.
 
     Stage 1 takes each anchor's best class logit (one ``amax`` over the classes) and the
@@ -226,6 +226,15 @@ def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
     ``topk`` is one fast kernel and the data-dependent sizes here would synchronise, so
     :func:`select_top_k` uses this on the CPU only. A NaN logit makes its anchor's maximum
     NaN, which ``topk`` ranks first, so the NaN check of the selection still sees it.
+
+    Exactly equal logits at the ``k``-th place are the one case where two ``topk`` calls on
+    different arrays may keep different pairs. So that the selected set never depends on the
+    path, this returns ``None`` (and :func:`select_top_k` falls back to the single ``topk``)
+    when the ``k``-th logit equals the best candidate left out, and, as a cheap early test
+    for degenerate heads, when the ``k``-th per-anchor maximum ties with the next one. A
+    trained head's logits almost never tie there; a head with random weights, whose logits
+    all sit within about 1e-5 of the prior bias, usually does. Equal logits *inside* the
+    selection come out in flat-index order (the single ``topk`` leaves their order open).
     """
     batch = cls_outputs[0].shape[0]
     grids, best = [], []
@@ -234,10 +243,13 @@ def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
         grid = c.reshape(batch, channels // num_classes, num_classes, h, w)  # (B, A, C, H, W)
         grids.append(grid)
         best.append(grid.amax(dim=2).permute(0, 2, 3, 1).reshape(batch, -1))  # anchor order
-    best_k = torch.cat(best, 1).topk(k, dim=1).values
+    best = torch.cat(best, 1)
+    best_k = best.topk(min(k + 1, best.shape[1]), dim=1).values
     if torch.isnan(best_k).any():
         raise ValueError("head outputs contain NaN")
-    threshold = best_k[:, -1]  # (B,)
+    if best_k.shape[1] > k and (best_k[:, k - 1] == best_k[:, k]).any():
+        return None  # tied maxima at the k-th place: a degenerate head, take the single topk
+    threshold = best_k[:, k - 1]  # (B,)
     values: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     index: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     offset = 0
@@ -254,9 +266,15 @@ def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
     tops = []
     for v, n in zip(values, index):
         n = torch.cat(n)
-        order = n.argsort()  # candidates in flat order, as the full topk would see them
-        top_v, pos = torch.cat(v)[order].topk(k)
-        tops.append((top_v, n[order][pos]))
+        order = n.argsort()  # candidates in flat order: equal logits stay in that order
+        v, n = torch.cat(v)[order], n[order]
+        # one more than k, to see whether the k-th ties with the best candidate left out
+        top_v, pos = v.topk(min(k + 1, len(v)))
+        if len(v) > k and top_v[k - 1] == top_v[k]:
+            return None  # which of the tied pairs to keep is the single topk's call
+        pos = pos[:k].sort().values  # flat order, then by descending logit, keeping ties so
+        pos = pos[torch.sort(v[pos], descending=True, stable=True).indices]
+        tops.append((v[pos], n[pos]))
     return torch.stack([t[0] for t in tops]), torch.stack([t[1] for t in tops])
 
 

@@ -85,45 +85,47 @@ def num_anchors():
     return 9 * sum(h * w for h, w in A.feature_sizes(SIZE))
 
 
-def assert_is_the_top_k(cls, values, index, k):
-    """values/index are a top-k of the flat logits: the flat top-k's values, each index once,
-    at those values, and no unselected logit above a selected one. Exactly tied logits at the
-    k-th place may be chosen either way (so effdet's choice among them is topk's, too)."""
-    flat = torch.cat([c.permute(0, 2, 3, 1).reshape(B, -1) for c in cls], 1)
-    assert torch.equal(values, P._top_k_flat(cls, C, k)[0])
-    for i in range(B):
-        assert len(set(index[i].tolist())) == k
-        assert torch.equal(flat[i, index[i]], values[i])
-        rest = torch.ones(flat.shape[1], dtype=torch.bool)
-        rest[index[i]] = False
-        if rest.any():
-            assert flat[i, rest].max() <= values[i].min()
+def distinct_outputs(seed: int):
+    """Class outputs whose logits are all different (a random permutation of distinct values)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = A.feature_sizes(SIZE)
+    n = sum(B * 9 * C * h * w for h, w in sizes)
+    flat = torch.randperm(n, generator=g).float() / n * 8 - 4
+    return [c.reshape(B, 9 * C, h, w) for c, (h, w) in
+            zip(flat.split([B * 9 * C * h * w for h, w in sizes]), sizes)]
 
 
 @pytest.mark.parametrize("k", [1, 100, 5000, "anchors"])
 def test_two_stage_top_k_selects_what_the_flat_top_k_selects(k):
     k = num_anchors() if k == "anchors" else k
     for seed in (0, 1):
-        cls, _ = random_outputs(seed)
-        values, index = P._top_k_two_stage(cls, C, k)
-        assert_is_the_top_k(cls, values, index, k)
+        cls = distinct_outputs(seed)
         flat = P._top_k_flat(cls, C, k)
-        for i in range(B):  # a logit that occurs once sits at the same place in both
-            _, inverse, counts = values[i].unique(return_inverse=True, return_counts=True)
-            once = counts[inverse] == 1
-            once[-1] = False  # the k-th may tie with an unselected logit
-            assert once.sum() >= (k - 1) // 2 and torch.equal(index[i][once], flat[1][i][once])
+        two = P._top_k_two_stage(cls, C, k)
+        assert two is not None
+        assert torch.equal(two[0], flat[0]) and torch.equal(two[1], flat[1])
         # also from channels_last outputs (a reshape, not a view)
         cl = [c.to(memory_format=torch.channels_last) for c in cls]
-        assert torch.equal(P._top_k_two_stage(cl, C, k)[1], index)
+        assert torch.equal(P._top_k_two_stage(cl, C, k)[1], flat[1])
 
 
-def test_two_stage_top_k_with_tied_logits_is_a_valid_top_k():
-    # Integer logits tie everywhere: the values must still be the flat top-k's.
+def test_tied_logits_take_the_single_top_k():
+    # Equal logits are where two topk calls may keep different pairs; the two-stage path
+    # declines them, so the selection is always the single topk's (effdet's).
     g = torch.Generator().manual_seed(3)
     cls = [torch.randint(0, 4, (B, 9 * C, h, w), generator=g).float() for h, w in A.feature_sizes(SIZE)]
-    values, index = P._top_k_two_stage(cls, C, 3000)
-    assert_is_the_top_k(cls, values, index, 3000)
+    assert P._top_k_two_stage(cls, C, 3000) is None
+    box = [torch.zeros(B, 36, h, w) for h, w in A.feature_sizes(SIZE)]
+    logits, _, anchor_idx, classes = P.select_top_k(cls, box, C, k=3000)
+    flat = P._top_k_flat(cls, C, 3000)
+    assert torch.equal(logits, flat[0]) and torch.equal(anchor_idx * C + classes, flat[1])
+    # a single tie between a selected logit and the best one left out is declined too
+    cls = distinct_outputs(4)
+    flat_values = torch.cat([c.permute(0, 2, 3, 1).reshape(B, -1) for c in cls], 1)
+    kth, next_one = flat_values[0].topk(101).values[-2:]
+    for c in cls:
+        c[c == next_one] = kth
+    assert P._top_k_two_stage(cls, C, 100) is None
 
 
 def test_select_top_k_beyond_the_anchor_count_uses_the_flat_top_k():
@@ -183,3 +185,15 @@ def test_bad_inputs_are_rejected_with_a_reason():
         P.batched_nms(boxes, scores, labels, backend="cuda")
     with pytest.raises(ValueError, match="x2 >= x1"):
         P.batched_nms(boxes[:, [2, 1, 0, 3]], scores, labels)
+
+
+def test_ties_inside_the_selection_come_in_flat_order():
+    cls = distinct_outputs(5)
+    flat = torch.cat([c.permute(0, 2, 3, 1).reshape(B, -1) for c in cls], 1)
+    third, fifth = flat[0].topk(5).values[[2, 4]]
+    for c in cls:
+        c[c == fifth] = third  # places 3 and 4 (0-based 2 and 3) now hold equal logits
+    values, index = P._top_k_two_stage(cls, C, 50)
+    assert values[0, 2] == values[0, 3] and index[0, 2] < index[0, 3]
+    assert_same_set = set(index[0].tolist()) == set(P._top_k_flat(cls, C, 50)[1][0].tolist())
+    assert assert_same_set and torch.equal(values, P._top_k_flat(cls, C, 50)[0])
