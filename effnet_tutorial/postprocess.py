@@ -169,7 +169,7 @@ def select_top_k(
     ``topk`` over the flat ``anchor * C + class`` index. Returns ``(logits, codes, anchor_idx,
     classes)`` of shapes ``(B, k)``, ``(B, k, 4)``, ``(B, k)``, ``(B, k)``; ``k`` is capped at
     the number of pairs. On the CPU the same selection is computed in two stages, without
-    flattening all logits (:func:`_top_k_two_stage`, a few times faster at 512 pixels).
+    flattening all logits (``_top_k_two_stage``, much faster at 512 pixels).
 
     Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
