@@ -268,13 +268,11 @@ def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
         n = torch.cat(n)
         order = n.argsort()  # candidates in flat order: equal logits stay in that order
         v, n = torch.cat(v)[order], n[order]
-        # one more than k, to see whether the k-th ties with the best candidate left out
-        top_v, pos = v.topk(min(k + 1, len(v)))
-        if len(v) > k and top_v[k - 1] == top_v[k]:
-            return None  # which of the tied pairs to keep is the single topk's call
-        pos = pos[:k].sort().values  # flat order, then by descending logit, keeping ties so
-        pos = pos[torch.sort(v[pos], descending=True, stable=True).indices]
-        tops.append((v[pos], n[pos]))
+        ranked = torch.sort(v, descending=True, stable=True).indices  # a few thousand values
+        if len(v) > k and v[ranked[k - 1]] == v[ranked[k]]:
+            return None  # the k-th ties with the best one left out: the single topk's call
+        keep = ranked[:k]
+        tops.append((v[keep], n[keep]))
     return torch.stack([t[0] for t in tops]), torch.stack([t[1] for t in tops])
 
 
