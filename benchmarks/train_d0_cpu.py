@@ -45,7 +45,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "train_d0_cpu"
 #: The committed record of a full run, which the training chapter plots (``--record`` updates it).
-RECORD = HERE / "measured" / "train_d0_cpu.json"
+#: It ships with the package: ``effnet_tutorial.benchmark.load_record("train_d0_cpu")``.
+RECORD = HERE.parent / "effnet_tutorial" / "benchmark" / "measured" / "train_d0_cpu.json"
 
 
 def recipe_from(args: argparse.Namespace):

@@ -9,15 +9,16 @@ The names most readers need are importable from the top level::
 Modules, from the math up (each imports only those before it):
 ``layers`` -> ``blocks`` -> ``efficientnet`` -> (``bifpn``, ``anchors``, ``losses``,
 ``postprocess``) -> ``efficientdet`` -> ``inference``, ``checkpoints`` -> ``factory``;
-``counting``, ``weights``, ``utils`` beside them.
+``counting``, ``weights``, ``utils``, ``extras`` (the optional dependencies) beside them;
+``benchmark`` (against timm and effdet) on top.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 from . import (  # noqa: E402
-    anchors, bifpn, blocks, checkpoints, counting, efficientdet, efficientnet, inference, layers,
-    losses, postprocess, utils, weights,
+    anchors, bifpn, blocks, checkpoints, counting, efficientdet, efficientnet, extras, inference,
+    layers, losses, postprocess, utils, weights,
 )
 from .anchors import box_iou, decode_boxes, encode_boxes, generate_anchors  # noqa: E402
 from .blocks import MBConv, SqueezeExcite  # noqa: E402
@@ -27,13 +28,14 @@ from .efficientnet import EfficientNet  # noqa: E402
 from .factory import create_model, list_models  # noqa: E402
 from .losses import detection_loss, focal_loss  # noqa: E402
 from .postprocess import batched_nms, postprocess_detections  # noqa: E402
-from .utils import environment_line, smoke_run, try_gpu  # noqa: E402
+from .utils import environment_line, glue, smoke_run, try_gpu  # noqa: E402
 
 __all__ = [
     "anchors", "batched_nms", "bifpn", "blocks", "box_iou", "checkpoints", "count_flops",
     "count_parameters", "counting", "create_model", "decode_boxes", "detection_loss",
     "EfficientDet", "efficientdet", "EfficientNet", "efficientnet", "encode_boxes",
-    "environment_line", "flop_breakdown", "focal_loss", "generate_anchors", "inference", "layers",
+    "environment_line", "extras", "flop_breakdown", "focal_loss", "generate_anchors", "glue",
+    "inference", "layers",
     "list_models", "losses", "MBConv", "postprocess", "postprocess_detections", "smoke_run",
     "SqueezeExcite", "try_gpu", "utils", "weights",
 ]

@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from .extras import MissingDependency, require
+
 
 def dataset_paths(data: Path, split: str) -> tuple[Path, Path]:
     """``(image_dir, annotation_file)`` of a split in a COCO-shaped folder; clear error if absent.
@@ -59,6 +61,9 @@ def _shapes(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if args.val_split and args.eval_every:  # found now, not after the first epoch
+        require("pycocotools", purpose="COCO evaluation",
+                alternative="pass --val-split '' to train without evaluation")
     from .data.coco import CocoDetection
     from .data.transforms import train_transforms
     from .evaluate import evaluate_model
@@ -104,6 +109,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    require("pycocotools", purpose="COCO evaluation")
     from .data.coco import CocoDetection
     from .evaluate import STAT_NAMES, evaluate_model
 
@@ -213,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError, FloatingPointError) as err:
+    except (FileNotFoundError, ValueError, FloatingPointError, MissingDependency) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -21,6 +21,7 @@ import torch
 
 from .data.coco import CocoDetection
 from .data.transforms import eval_transforms
+from .extras import require
 from .inference import anchors_for
 from .postprocess import postprocess_detections
 
@@ -58,6 +59,7 @@ def coco_evaluate(annotation_file: Union[str, Path], results: list[dict],
 
     Introduced in Part IV, *Training EfficientDet-D0*.
     """
+    require("pycocotools", purpose="COCO evaluation")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -119,8 +121,11 @@ def evaluate_model(model: torch.nn.Module, dataset: CocoDetection, image_size: i
                    results_file: Optional[Union[str, Path]] = None) -> dict:
     """Predict on ``dataset`` and score with COCOeval; optionally write the results JSON.
 
+    Checks for pycocotools before predicting anything.
+
     Introduced in Part IV, *Training EfficientDet-D0*.
     """
+    require("pycocotools", purpose="COCO evaluation")
     detections, image_ids = predict_dataset(model, dataset, image_size, batch_size, soft_nms)
     results = to_coco_results(detections, image_ids, dataset.category_ids)
     if results_file is not None:

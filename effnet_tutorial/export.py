@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bifpn import Resample
+from .extras import require
 from .layers import Conv2dSame, same_padding
 
 ImageSize = int | Sequence[int]
@@ -40,16 +41,6 @@ def _hw(image_size: ImageSize) -> tuple[int, int]:
         return image_size, image_size
     h, w = image_size
     return int(h), int(w)
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "ONNX export needs the 'onnx' package: pip install onnx onnxruntime "
-            "(onnxruntime is only needed to check the exported file)"
-        ) from err
 
 
 class StaticPadConv2d(nn.Conv2d):
@@ -207,7 +198,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: ImageSize
 
     Introduced in the appendix, *Performance and export*.
     """
-    _require_onnx()
+    require("onnx", purpose="ONNX export")
     h, w = _hw(image_size)
     static = static_padding_copy(model, (h, w), batch_size)
     names = output_names(model)
@@ -234,10 +225,9 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, image_size: ImageSize,
 
     Introduced in the appendix, *Performance and export*.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("check_onnx needs onnxruntime: pip install onnxruntime") from err
+    require("onnxruntime", purpose="Checking an ONNX file")
+    import onnxruntime as ort
+
     h, w = _hw(image_size)
     x = torch.randn(batch_size, 3, h, w, generator=torch.Generator().manual_seed(seed))
     was_training = model.training

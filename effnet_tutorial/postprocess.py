@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from .anchors import _pairwise_iou, check_boxes, decode_boxes
+from .extras import require
 
 
 # --------------------------------------------------------------------------- NMS
@@ -77,7 +78,7 @@ def batched_nms(
         raise ValueError(f"backend must be 'auto', 'python' or 'torchvision', got {backend!r}")
     kernel = _torchvision_batched_nms() if backend != "python" else None
     if backend == "torchvision" and kernel is None:
-        raise ImportError("backend='torchvision' needs torchvision (pip install torchvision)")
+        require("torchvision", purpose="backend='torchvision'")
     if kernel is None:
         return nms_reference(boxes, scores, labels, iou_threshold, max_output)
     keep = kernel(boxes, scores, labels, iou_threshold)

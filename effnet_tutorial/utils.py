@@ -1,4 +1,5 @@
-"""Small helpers every chapter uses: the device, the environment line, the CI switch, a timer.
+"""Small helpers every chapter uses: the device, the environment line, the CI switch, a timer,
+and ``glue`` for numbers the text quotes.
 
 Introduced in Chapter 1, *Introduction*.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -46,6 +47,45 @@ def environment_line() -> str:
             else f"CPU, {threads} thread{'s' if threads != 1 else ''}")
     return (f"effnet_tutorial {__version__} | torch {torch.__version__} | device: {device} ({name}) | "
             f"Python {platform.python_version()}")
+
+
+#: The MIME-type prefix under which myst-nb stores a glued value that is not displayed.
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(name: str, value: Any, display: bool = True) -> None:
+    """Store ``value`` in the notebook's output under ``name``, for the book's ``{glue}`` roles.
+
+    The book quotes computed numbers in its prose through myst-nb's ``glue``. When myst-nb is
+    installed (the book's build environment) this *is* ``myst_nb.glue``. Without it (Colab, or a
+    reader's own Jupyter) the same output is written: the value's display formats with the
+    ``scrapbook`` metadata myst-nb reads, shown when ``display`` is true and stored under
+    :data:`GLUE_PREFIX` otherwise. Outside IPython it prints the value when ``display`` is true.
+    So a chapter never needs the book-building tools to run.
+
+    Introduced in Chapter 1, *Introduction*.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        myst_glue = None
+    if myst_glue is not None:
+        myst_glue(name, value, display)
+        return
+    try:
+        from IPython import get_ipython
+        from IPython.core.formatters import format_display_data
+        from IPython.display import display as ipy_display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        if display:
+            print(value)
+        return
+    bundle, metadata = format_display_data(value)
+    prefix = "" if display else GLUE_PREFIX
+    metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
+    ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
 
 
 def time_it(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
