@@ -101,6 +101,22 @@ def base_interpreter() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
+def base_distributions() -> set[str]:
+    """The distributions of ``colab_base.txt`` (normalised names)."""
+    lines = BASE_FILE.read_text().splitlines()
+    return {normalise(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0])
+            for line in lines if line.strip() and not line.startswith("#")}
+
+
+def installed_here(venv: Path) -> set[str]:
+    """The distributions installed in ``venv`` itself (not those it sees through the base)."""
+    return {normalise(d.name.split("-")[0]) for d in site_packages(venv).glob("*.dist-info")}
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 class Lock:
     """An exclusive file lock, so that two pytest workers never build the same environment."""
 
@@ -156,6 +172,9 @@ def chapter_venv(command: str) -> Path:
             (site_packages(venv) / "_colab_base.pth").write_text(f"{site_packages(base)}\n")
             python = venv / "bin" / "python"
             run(local_install(command, python), log)
+            replaced = installed_here(venv) & base_distributions()
+            assert not replaced, (f"`{command}` replaces the reader's own {sorted(replaced)}: "
+                                  "loosen the package's bounds so that Colab's versions satisfy them")
             kernel = venv / "jupyter" / "kernels" / "reader"
             kernel.mkdir(parents=True)
             (kernel / "kernel.json").write_text(json.dumps({
