@@ -1,7 +1,6 @@
 """ONNX export: static "same" padding, raw outputs, onnxruntime agrees with PyTorch."""
 from __future__ import annotations
 
-import builtins
 
 import pytest
 import torch
@@ -50,14 +49,3 @@ def test_efficientdet_onnx_has_raw_level_outputs_and_matches(tmp_path):
     assert export.check_onnx(model, path, 256) <= 1e-4
 
 
-def test_export_raises_a_clear_error_without_onnx(monkeypatch, tmp_path):
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "onnx" or name.startswith("onnx."):
-            raise ImportError("No module named 'onnx'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match="pip install onnx"):
-        export.export_onnx(et.create_model("efficientnet_b0"), tmp_path / "x.onnx", 32)
