@@ -60,7 +60,8 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     installed (the book's build environment) this *is* ``myst_nb.glue``. Without it (Colab, or a
     reader's own Jupyter) the same output is written: the value's display formats with the
     ``scrapbook`` metadata myst-nb reads, shown when ``display`` is true and stored under
-    :data:`GLUE_PREFIX` otherwise. Outside IPython it prints the value when ``display`` is true.
+    :data:`~effnet_tutorial.utils.GLUE_PREFIX` otherwise. Outside IPython it prints the value
+    when ``display`` is true.
     So a chapter never needs the book-building tools to run.
 
     Introduced in Chapter 1, *Introduction*.

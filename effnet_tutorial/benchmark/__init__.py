@@ -1,7 +1,8 @@
 """Benchmarks against the reference implementations (timm, torchvision, effdet), and the records.
 
-``python -m effnet_tutorial.benchmark [--quick | --mode smoke]`` (or :func:`run`) times our models
-against the references on this machine and prints a table of ratios; ``benchmarks/bench.py`` in
+``python -m effnet_tutorial.benchmark [--quick | --mode smoke]`` (or
+:func:`~effnet_tutorial.benchmark.command.run`) times our models against the references on this
+machine and prints a table of ratios; ``benchmarks/bench.py`` in
 the repository is the same command. The modules: :mod:`~effnet_tutorial.benchmark.timing` (how a
 row is measured), :mod:`~effnet_tutorial.benchmark.workloads` (what is run),
 :mod:`~effnet_tutorial.benchmark.memory` (peak training memory),

@@ -32,10 +32,12 @@ def run(mode: str = "full", threads: Optional[int] = None, out: Optional[Path] =
         only: Optional[str] = None) -> dict:
     """Run the benchmark; returns (and writes, unless ``out`` is None) the results dict.
 
-    ``mode`` is ``full``, ``quick`` or ``smoke`` (:meth:`Settings.make`); ``only`` picks one
-    group of rows (``classifier``, ``detector``, ``memory`` or ``compile``).
+    ``mode`` is ``full``, ``quick`` or ``smoke``
+    (:meth:`~effnet_tutorial.benchmark.timing.Settings.make`); ``only`` picks one group of rows
+    (``classifier``, ``detector``, ``memory`` or ``compile``).
     """
-    require("timm", "torchvision", "effdet", purpose="The benchmark against the reference implementations")
+    require("timm", "torchvision", "effdet",
+            purpose="The benchmark against the reference implementations")
     threads, why = choose_threads(threads)
     torch.set_num_threads(threads)
     s = Settings.make(mode, threads)
