@@ -8,7 +8,8 @@ the graph the model runs.
 
 Exactness details, from the reference code: every input edge has its own resampling module (a
 1x1 conv + BN when the channel count differs, then max-pool or nearest upsampling to the exact
-target size); after fusion comes swish, then a separable 3x3 conv, then BN (pre-activation).
+target size); after fusion comes swish (ReLU6 in the Lite detectors), then a separable 3x3 conv,
+then BN (pre-activation).
 
 Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
 """
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DepthwiseSeparableConv2d, PaddingMode, check_padding, create_conv2d, same_padding
+from .layers import (Activation, DepthwiseSeparableConv2d, PaddingMode, check_padding, create_conv2d,
+                     make_activation, same_padding)
 
 FUSION_METHODS: tuple[str, ...] = ("fastattn", "attn", "sum")
 
@@ -86,8 +88,11 @@ class WeightedFusion(nn.Module):
         self.weights = nn.Parameter(torch.ones(num_inputs)) if method != "sum" else None
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
-        if self.weights is None:
-            return torch.stack(list(inputs), dim=-1).sum(-1)
+        if self.weights is None:  # a plain sum, into a new tensor (the node's activation is in place)
+            out = inputs[0] + inputs[1] if len(inputs) > 1 else inputs[0].clone()
+            for x in inputs[2:]:
+                out = out + x
+            return out
         w = self.weights.to(inputs[0].dtype)
         if self.method == "attn":
             w = torch.softmax(w, dim=0)
@@ -155,7 +160,8 @@ class BiFpnNode(nn.Module):
     """
 
     def __init__(self, node: FpnNode, in_channels: Sequence[int], channels: int, fusion: str,
-                 padding: PaddingMode, bias: bool, bn_eps: float, bn_momentum: float) -> None:
+                 padding: PaddingMode, bias: bool, bn_eps: float, bn_momentum: float,
+                 activation: Activation = "swish") -> None:
         super().__init__()
         self.node = node
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
@@ -163,7 +169,7 @@ class BiFpnNode(nn.Module):
             str(i): Resample(in_channels[i], channels, padding, bias, **bn) for i in node.inputs
         })
         self.fusion = WeightedFusion(len(node.inputs), fusion)
-        self.act = nn.SiLU(inplace=True)  # acts on the fusion's own output
+        self.act = make_activation(activation)  # acts on the fusion's own output
         self.conv = DepthwiseSeparableConv2d(channels, channels, 3, bias=bias, padding=padding)
         self.bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
 
@@ -180,13 +186,15 @@ class BiFpnLayer(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], channels: int, min_level: int = 3,
                  max_level: int = 7, fusion: str = "fastattn", padding: PaddingMode = "same",
-                 bias: bool = True, bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:
+                 bias: bool = True, bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+                 activation: Activation = "swish") -> None:
         super().__init__()
         self.min_level, self.num_levels = min_level, max_level - min_level + 1
         graph = bifpn_nodes(min_level, max_level)
         node_channels = list(in_channels) + [channels] * len(graph)
         self.nodes = nn.ModuleList([
-            BiFpnNode(n, node_channels, channels, fusion, padding, bias, bn_eps, bn_momentum)
+            BiFpnNode(n, node_channels, channels, fusion, padding, bias, bn_eps, bn_momentum,
+                      activation)
             for n in graph
         ])
 
@@ -209,7 +217,8 @@ class BiFpn(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], channels: int, repeats: int, min_level: int = 3,
                  max_level: int = 7, fusion: str = "fastattn", padding: PaddingMode = "same",
-                 bias: bool = True, bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:
+                 bias: bool = True, bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+                 activation: Activation = "swish") -> None:
         super().__init__()
         check_padding(padding)
         if repeats < 1 or channels < 1:
@@ -223,7 +232,7 @@ class BiFpn(nn.Module):
         self.cells = nn.ModuleList()
         for _ in range(repeats):
             self.cells.append(BiFpnLayer(levels, channels, min_level, max_level, fusion, padding,
-                                         bias, **bn))
+                                         bias, **bn, activation=activation))
             levels = [channels] * len(levels)
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:  # noqa: D102

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import ConvBnAct, DropPath, PaddingMode, can_overwrite
+from .layers import Activation, ConvBnAct, DropPath, PaddingMode, can_overwrite, make_activation
 
 
 class SqueezeExcite(nn.Module):
@@ -26,12 +26,12 @@ class SqueezeExcite(nn.Module):
     Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
     """
 
-    def __init__(self, channels: int, reduced_channels: int) -> None:
+    def __init__(self, channels: int, reduced_channels: int, activation: Activation = "swish") -> None:
         super().__init__()
         if reduced_channels < 1:
             raise ValueError(f"reduced_channels must be >= 1, got {reduced_channels}")
         self.reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
-        self.act = nn.SiLU(inplace=True)
+        self.act = make_activation(activation)
         self.expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
         self.gate = nn.Sigmoid()
 
@@ -55,6 +55,7 @@ class MBConv(nn.Module):
             the reference code; 0 disables SE.
         drop_path_rate: stochastic-depth rate of the residual branch.
         padding, bn_eps, bn_momentum: the faithful-variant options (see ``layers``).
+        activation: ``"swish"``, or ``"relu6"`` for the Lite variants.
 
     Submodules ``expand`` (absent when ``expand_ratio == 1``), ``depthwise``, ``se``, ``project``.
 
@@ -73,6 +74,7 @@ class MBConv(nn.Module):
         padding: PaddingMode = "symmetric",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        activation: Activation = "swish",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -84,11 +86,13 @@ class MBConv(nn.Module):
         self.kernel_size, self.stride, self.expand_ratio = kernel_size, stride, expand_ratio
         hidden = in_channels * expand_ratio
         # expand: 1x1 conv to the wide hidden space (skipped for MBConv1)
-        self.expand = ConvBnAct(in_channels, hidden, 1, **bn) if expand_ratio != 1 else None
+        act = dict(activation=activation)
+        self.expand = ConvBnAct(in_channels, hidden, 1, **bn, **act) if expand_ratio != 1 else None
         # depthwise: one kxk filter per channel, carries the stride
-        self.depthwise = ConvBnAct(hidden, hidden, kernel_size, stride, groups=hidden, **bn)
+        self.depthwise = ConvBnAct(hidden, hidden, kernel_size, stride, groups=hidden, **bn, **act)
         # squeeze and excitation: width from the block input, as in the reference code
-        self.se = SqueezeExcite(hidden, max(1, int(in_channels * se_ratio))) if se_ratio > 0 else None
+        self.se = (SqueezeExcite(hidden, max(1, int(in_channels * se_ratio)), **act)
+                   if se_ratio > 0 else None)
         # project: linear 1x1 bottleneck, no activation
         self.project = ConvBnAct(hidden, out_channels, 1, act=False, **bn)
         self.has_skip = stride == 1 and in_channels == out_channels

@@ -1,4 +1,5 @@
-"""EfficientDet D0-D7: EfficientNet backbone, BiFPN, and class/box heads shared across levels.
+"""EfficientDet D0-D7 and Lite0-4: EfficientNet backbone, BiFPN, and class/box heads shared
+across levels.
 
 Tan, Pang & Le (2020), Sec. 3-4 and Table 1. The D0-D7 table is data (:data:`DETECTOR_PRESETS`),
 row for row the reference code's configurations (effdet's ``model_config.py``, automl's
@@ -18,7 +19,7 @@ from torch import nn
 
 from .bifpn import BiFpn, glorot_uniform_
 from .efficientnet import EfficientNet, efficientnet, init_weights
-from .layers import DepthwiseSeparableConv2d, PaddingMode, check_image_batch
+from .layers import Activation, DepthwiseSeparableConv2d, PaddingMode, check_image_batch, make_activation
 
 #: EfficientDet's aspect ratios as (x, y) multipliers, the ones the released checkpoints used.
 ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
@@ -47,6 +48,7 @@ class DetectorConfig:
     num_scales: int = 3
     aspect_ratios: tuple[tuple[float, float], ...] = ASPECT_RATIOS
     url: str = ""  # released checkpoint (effdet), "" when none
+    activation: Activation = "swish"  # of the BiFPN and the heads ("relu6" in the Lite detectors)
 
     @property
     def num_anchors(self) -> int:
@@ -74,6 +76,20 @@ for _name, (_b, _size, _w, _d, _h, _file) in _TF.items():
         _b, _size, _w, _d, _h, anchor_scale=5.0 if _name == "d7" else 4.0,
         max_level=8 if _name == "d7x" else 7,
         fusion="sum" if _name in ("d6", "d7", "d7x") else "fastattn", url=_RELEASES + _file)
+# EfficientDet-Lite (automl's efficientdet, 2021; effdet's configs): EfficientNet-Lite backbones,
+# ReLU6 everywhere, plain-sum fusion, anchor scale 3 except Lite3 and Lite4, smaller inputs.
+_LITE = {  # name: (backbone, size, W_bifpn, D_bifpn, D_head, anchor scale, backbone drop path, file)
+    "lite0": ("lite0", 320, 64, 3, 3, 3.0, 0.0, "tf_efficientdet_lite0-dfacfc78.pth"),
+    "lite1": ("lite1", 384, 88, 4, 3, 3.0, 0.2, "tf_efficientdet_lite1-6dc7ab30.pth"),
+    "lite2": ("lite2", 448, 112, 5, 3, 3.0, 0.2, "tf_efficientdet_lite2-86c5d55b.pth"),
+    "lite3": ("lite3", 512, 160, 6, 4, 4.0, 0.2, "tf_efficientdet_lite3-506852cb.pth"),
+    "lite3x": ("lite3", 640, 200, 6, 4, 3.0, 0.2, "tf_efficientdet_lite3x-8404c57b.pth"),
+    "lite4": ("lite4", 640, 224, 7, 4, 4.0, 0.2, "tf_efficientdet_lite4-391ddabc.pth"),
+}
+for _name, (_b, _size, _w, _d, _h, _scale, _dp, _file) in _LITE.items():
+    DETECTOR_PRESETS[f"tf_efficientdet_{_name}"] = DetectorConfig(
+        _b, _size, _w, _d, _h, anchor_scale=_scale, fusion="sum", backbone_drop_path=_dp,
+        url=_RELEASES + _file, activation="relu6")
 # PyTorch-trained variants: timm efficientnet_* backbones; d0-d3 drop the redundant biases and use
 # symmetric padding, while effdet's d4/d5 configs keep its defaults ("same", biases).
 for _name, _file in [("d0", "efficientdet_d0-f3276ba8.pth"), ("d1", "efficientdet_d1-bb7e98fe.pth"),
@@ -113,7 +129,7 @@ class DetectionHead(nn.Module):
     """Class or box prediction head, shared by all pyramid levels.
 
     ``repeats`` times: separable 3x3 conv (weights shared across levels) -> BN (one per level:
-    statistics differ between levels) -> swish; then a separable 3x3 conv predicting
+    statistics differ between levels) -> swish (or ReLU6); then a separable 3x3 conv predicting
     ``num_anchors * num_outputs`` channels. Output ``(B, A*K, H, W)`` per level, channel
     ``a*K + k`` for anchor ``a`` and output ``k``.
 
@@ -122,7 +138,8 @@ class DetectionHead(nn.Module):
 
     def __init__(self, channels: int, num_outputs: int, num_anchors: int, repeats: int,
                  num_levels: int, padding: PaddingMode = "same", bias: bool = True,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+                 activation: Activation = "swish") -> None:
         super().__init__()
         self.num_outputs = num_outputs
         self.convs = nn.ModuleList([
@@ -134,7 +151,7 @@ class DetectionHead(nn.Module):
                            for _ in range(num_levels)])
             for _ in range(repeats)
         ])
-        self.act = nn.SiLU(inplace=True)
+        self.act = make_activation(activation)
         self.predict = DepthwiseSeparableConv2d(channels, num_anchors * num_outputs, 3, bias=True,
                                                 padding=padding)
 
@@ -172,7 +189,7 @@ class EfficientDet(nn.Module):
         self.backbone: EfficientNet = efficientnet(
             config.backbone, tf_style=config.tf_backbone, features_only=True,
             drop_path_rate=config.backbone_drop_path)
-        head = dict(padding=config.padding, bias=config.redundant_bias)
+        head = dict(padding=config.padding, bias=config.redundant_bias, activation=config.activation)
         self.fpn = BiFpn(self.backbone.feature_channels, config.fpn_channels, config.fpn_repeats,
                          config.min_level, config.max_level, config.fusion, **head)
         num_levels = config.max_level - config.min_level + 1

@@ -1,8 +1,14 @@
-"""EfficientNet B0-B8 and L2: the stage table as data, the rounding rules, and the model.
+"""EfficientNet B0-B8, L2 and Lite0-4: the stage table as data, the rounding rules, the model.
 
 The B0 table is Table 1 of Tan & Le (2019), row for row. Every other member of the family is B0
 with its channels multiplied by a width coefficient and its block counts by a depth coefficient,
 rounded by :func:`round_filters` and :func:`round_repeats` (Sec. 3.3 and the reference code).
+
+EfficientNet-Lite (Google's ``efficientnet/lite`` release, 2020) is the same network made for
+mobile accelerators and 8-bit quantisation, and the differences are data, not another class: its
+stage table has no squeeze-and-excitation (poorly supported on those accelerators), its
+activation is ReLU6 (bounded, so it quantises well), and its stem, head and first and last
+stages are not scaled (:data:`LITE_STAGES`, :data:`LITE_PRESETS`).
 
 Introduced in Chapter 4, *EfficientNet-B0 and its family*.
 """
@@ -16,7 +22,8 @@ import torch
 from torch import nn
 
 from .blocks import MBConv
-from .layers import ConvBnAct, PaddingMode, check_image_batch, check_padding, make_divisible
+from .layers import (Activation, ConvBnAct, PaddingMode, check_image_batch, check_padding,
+                     make_divisible)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class StageSpec:
     out_channels: int
     repeats: int  # number of blocks
     se_ratio: float = 0.25
+    scale_depth: bool = True  # False: the depth coefficient leaves this stage's block count alone
 
 
 #: EfficientNet-B0, Table 1 of the paper, one row per stage (expand, kernel, stride, channels, layers).
@@ -48,6 +56,18 @@ B0_STAGES: tuple[StageSpec, ...] = (
 )
 B0_STEM_CHANNELS = 32
 B0_HEAD_CHANNELS = 1280
+
+#: EfficientNet-Lite: B0's table without squeeze-and-excitation, and with the first and last
+#: stages kept at one block whatever the depth coefficient (the reference's ``fix_head_stem``).
+LITE_STAGES: tuple[StageSpec, ...] = (
+    StageSpec(1, 3, 1, 16, 1, se_ratio=0.0, scale_depth=False),
+    StageSpec(6, 3, 2, 24, 2, se_ratio=0.0),
+    StageSpec(6, 5, 2, 40, 2, se_ratio=0.0),
+    StageSpec(6, 3, 2, 80, 3, se_ratio=0.0),
+    StageSpec(6, 5, 1, 112, 3, se_ratio=0.0),
+    StageSpec(6, 5, 2, 192, 4, se_ratio=0.0),
+    StageSpec(6, 3, 1, 320, 1, se_ratio=0.0, scale_depth=False),
+)
 #: Indices of the stages whose outputs are the stride-8/16/32 feature maps.
 FEATURE_STAGES: tuple[int, ...] = (2, 4, 6)
 
@@ -56,6 +76,8 @@ FEATURE_STAGES: tuple[int, ...] = (2, 4, 6)
 class EfficientNetPreset:
     """A family member: the two coefficients and what the reference code trains it with.
 
+    The last three fields are what a Lite member changes (the defaults are B0's).
+
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
@@ -63,6 +85,9 @@ class EfficientNetPreset:
     depth_mult: float
     resolution: int
     dropout: float
+    stages: tuple[StageSpec, ...] = B0_STAGES
+    activation: Activation = "swish"
+    fix_stem_head: bool = False  # True: stem (32) and head (1280) channels are not scaled
 
 
 #: The reference code's table (``efficientnet_params``); B8 from AdvProp, L2 from Noisy Student.
@@ -77,6 +102,16 @@ PRESETS: dict[str, EfficientNetPreset] = {
     "b7": EfficientNetPreset(2.0, 3.1, 600, 0.5),
     "b8": EfficientNetPreset(2.2, 3.6, 672, 0.5),
     "l2": EfficientNetPreset(4.3, 5.3, 800, 0.5),
+}
+
+#: EfficientNet-Lite0-4: the reference's ``efficientnet_lite_params`` (tensorflow/tpu,
+#: ``models/official/efficientnet/lite/efficientnet_lite_builder.py``) with Lite's changes.
+LITE_PRESETS: dict[str, EfficientNetPreset] = {
+    "lite0": EfficientNetPreset(1.0, 1.0, 224, 0.2, LITE_STAGES, "relu6", fix_stem_head=True),
+    "lite1": EfficientNetPreset(1.0, 1.1, 240, 0.2, LITE_STAGES, "relu6", fix_stem_head=True),
+    "lite2": EfficientNetPreset(1.1, 1.2, 260, 0.3, LITE_STAGES, "relu6", fix_stem_head=True),
+    "lite3": EfficientNetPreset(1.2, 1.4, 280, 0.3, LITE_STAGES, "relu6", fix_stem_head=True),
+    "lite4": EfficientNetPreset(1.4, 1.8, 300, 0.3, LITE_STAGES, "relu6", fix_stem_head=True),
 }
 
 
@@ -98,6 +133,19 @@ PAPER_FIGURES: dict[str, PublishedFigures] = {
     v: PublishedFigures(p, f, "Tan & Le 2019, Table 2")
     for v, p, f in [("b0", 5.3, 0.39), ("b1", 7.8, 0.70), ("b2", 9.2, 1.0), ("b3", 12, 1.8),
                     ("b4", 19, 4.2), ("b5", 30, 9.9), ("b6", 43, 19), ("b7", 66, 37)]
+}
+
+
+#: Published ImageNet top-1 accuracy (%), single crop, of the released checkpoints: B0-B7 from
+#: Tan & Le, arXiv:1905.11946 v5 (2020), Table 2 (the ICML 2019 version printed lower numbers
+#: for the earlier checkpoints, B0 76.3 and B7 84.4); Lite0-4 (float32) from the table of the
+#: Lite release (tensorflow/tpu, ``models/official/efficientnet/lite/README.md``).
+PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
+    **{v: (acc, "Tan & Le 2019, arXiv v5, Table 2") for v, acc in [
+        ("b0", 77.1), ("b1", 79.1), ("b2", 80.1), ("b3", 81.6), ("b4", 82.9), ("b5", 83.6),
+        ("b6", 84.0), ("b7", 84.3)]},
+    **{v: (acc, "EfficientNet-Lite README (tensorflow/tpu)") for v, acc in [
+        ("lite0", 75.1), ("lite1", 76.7), ("lite2", 77.6), ("lite3", 79.8), ("lite4", 81.5)]},
 }
 
 
@@ -124,13 +172,13 @@ def scale_stages(
     stages: Sequence[StageSpec], width_mult: float, depth_mult: float, divisor: int = 8
 ) -> list[StageSpec]:
     """The stage table of a scaled network: widths by :func:`round_filters`, depths by
-    :func:`round_repeats`.
+    :func:`round_repeats` (except in stages marked ``scale_depth=False``).
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     return [
         replace(s, out_channels=round_filters(s.out_channels, width_mult, divisor),
-                repeats=round_repeats(s.repeats, depth_mult))
+                repeats=round_repeats(s.repeats, depth_mult) if s.scale_depth else s.repeats)
         for s in stages
     ]
 
@@ -150,7 +198,9 @@ class EfficientNet(nn.Module):
         features_only: build no head or classifier; ``forward`` returns the stride-8/16/32 maps.
         stages: the unscaled stage table (B0's by default).
         stem_channels, head_channels: unscaled stem and head widths (B0's 32 and 1280); like the
-            stages they are multiplied by ``width_mult`` and rounded.
+            stages they are multiplied by ``width_mult`` and rounded, unless ``fix_stem_head``.
+        activation: ``"swish"`` (EfficientNet) or ``"relu6"`` (Lite).
+        fix_stem_head: keep the stem and head widths unscaled (Lite).
         channel_divisor: channels are rounded to multiples of this (8 in the reference; a
             smaller one lets tiny proxy networks scale their width smoothly).
 
@@ -173,6 +223,8 @@ class EfficientNet(nn.Module):
         stem_channels: int = B0_STEM_CHANNELS,
         head_channels: int = B0_HEAD_CHANNELS,
         channel_divisor: int = 8,
+        activation: Activation = "swish",
+        fix_stem_head: bool = False,
     ) -> None:
         super().__init__()
         check_padding(padding)
@@ -184,9 +236,10 @@ class EfficientNet(nn.Module):
             raise ValueError(f"dropout and drop_path_rate must be in [0, 1), got {dropout}, {drop_path_rate}")
         self.in_channels = in_channels
         self.stage_specs = scale_stages(stages, width_mult, depth_mult, channel_divisor)
-        bn = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        bn = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum, activation=activation)
+        stem_head_mult = 1.0 if fix_stem_head else width_mult
 
-        stem_width = round_filters(stem_channels, width_mult, channel_divisor)
+        stem_width = round_filters(stem_channels, stem_head_mult, channel_divisor)
         self.stem = ConvBnAct(in_channels, stem_width, 3, stride=2, **bn)
 
         total_blocks = sum(s.repeats for s in self.stage_specs)
@@ -206,7 +259,7 @@ class EfficientNet(nn.Module):
         self.feature_strides: list[int] = [8, 16, 32]
         self.features_only = features_only
 
-        self.num_features = round_filters(head_channels, width_mult, channel_divisor)
+        self.num_features = round_filters(head_channels, stem_head_mult, channel_divisor)
         if features_only:
             self.head, self.dropout, self.classifier = None, None, None
         else:
@@ -266,34 +319,49 @@ def init_weights(model: nn.Module) -> None:
 def efficientnet(
     variant: str, tf_style: bool = False, num_classes: int = 1000, **options
 ) -> EfficientNet:
-    """Build a family member by its short name (``"b0"`` ... ``"b8"``, ``"l2"``).
+    """Build a family member by its short name (``"b0"`` ... ``"b8"``, ``"l2"``, ``"lite0"`` ...
+    ``"lite4"``).
 
     ``tf_style=True`` gives the TF-faithful variant (``"same"`` padding, BN eps 1e-3) that loads
     TF-trained weights; ``options`` override any :class:`EfficientNet` argument.
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
-    if variant not in PRESETS:
-        raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: {sorted(PRESETS)}")
-    p = PRESETS[variant]
+    p = preset(variant)
     kwargs = dict(width_mult=p.width_mult, depth_mult=p.depth_mult, dropout=p.dropout,
-                  num_classes=num_classes)
+                  num_classes=num_classes, stages=p.stages, activation=p.activation,
+                  fix_stem_head=p.fix_stem_head)
     if tf_style:
         kwargs.update(padding="same", bn_eps=1e-3)
     kwargs.update(options)
     return EfficientNet(**kwargs)
 
 
-def native_resolution(variant: str) -> int:
-    """The input size a family member was designed for (224 for B0 ... 600 for B7).
+def preset(variant: str) -> EfficientNetPreset:
+    """The preset of a family member, B0-L2 (:data:`PRESETS`) or Lite (:data:`LITE_PRESETS`).
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
-    return PRESETS[variant].resolution
+    if variant in PRESETS:
+        return PRESETS[variant]
+    if variant in LITE_PRESETS:
+        return LITE_PRESETS[variant]
+    raise ValueError(f"unknown EfficientNet variant {variant!r}; valid: "
+                     f"{sorted(PRESETS) + sorted(LITE_PRESETS)}")
+
+
+def native_resolution(variant: str) -> int:
+    """The input size a family member was designed for (224 for B0 ... 600 for B7; 224 to 300
+    for Lite0 to Lite4).
+
+    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+    """
+    return preset(variant).resolution
 
 
 __all__ = [
-    "B0_STAGES", "FEATURE_STAGES", "PAPER_FIGURES", "PRESETS", "PublishedFigures", "EfficientNet", "EfficientNetPreset", "StageSpec",
-    "efficientnet", "init_weights", "native_resolution", "round_filters", "round_repeats",
+    "B0_STAGES", "FEATURE_STAGES", "LITE_PRESETS", "LITE_STAGES", "PAPER_FIGURES", "PRESETS", "PUBLISHED_TOP1",
+    "PublishedFigures", "EfficientNet", "EfficientNetPreset", "StageSpec", "efficientnet",
+    "init_weights", "native_resolution", "preset", "round_filters", "round_repeats",
     "scale_stages",
 ]

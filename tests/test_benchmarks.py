@@ -73,3 +73,34 @@ def test_tensor_peak_replays_allocations_and_frees():
         return c.sum() + kept
 
     assert abs(tensor_peak_mb(step) - 6.0) < 0.01
+
+
+def load_pretraining_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # it imports its sibling train_d0_cpu
+    spec = importlib.util.spec_from_file_location("pretraining_cpu", SCRIPT.parent / "pretraining_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretraining_benchmark_trains_both_arms_from_the_same_seed(tmp_path, monkeypatch):
+    script = load_pretraining_script(monkeypatch)
+    argv = ["--minutes", "0.02", "--eval-every", "0.01", "--train-images", "4", "--val-images", "2",
+            "--sequential", "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == "tf_efficientdet_lite0"
+    assert {r["impl"] for r in summary["runs"]} == {"imagenet", "scratch"}
+    assert set(summary["imagenet_minutes_to_scratch_final_AP"]) == {"0"}
+    first = {arm: next(r for r in map(json.loads, (tmp_path / f"{arm}_seed0" / "metrics.jsonl")
+                                      .read_text().splitlines()) if "loss" in r)
+             for arm in ("imagenet", "scratch")}
+    assert first["imagenet"]["loss"] != first["scratch"]["loss"]  # the backbones differ
+
+
+def test_minutes_to_reach_interpolates_between_evaluations(monkeypatch):
+    script = load_pretraining_script(monkeypatch)
+    curve = {"minutes": [0.0, 2.0, 4.0], "AP": [0.0, 0.1, 0.3]}
+    assert script.minutes_to_reach(curve, 0.2) == 3.0
+    assert script.minutes_to_reach(curve, 0.0) == 0.0
+    assert script.minutes_to_reach(curve, 0.5) is None

@@ -157,7 +157,8 @@ def test_first_cell_installs_everything_the_chapter_imports(path):
 
 
 # Import names whose distribution on PyPI has another name, as a reader's pip sees them.
-READER_DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "myst_nb": "myst-nb", "IPython": "ipython"}
+READER_DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "myst_nb": "myst-nb", "IPython": "ipython",
+                       "skimage": "scikit-image"}
 
 
 def exercises_of(nb: dict) -> tuple[list[str], list[str], int]:
@@ -238,7 +239,8 @@ def test_api_reference_documents_every_module():
 
 
 # Import names whose distribution on PyPI has another name.
-DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "myst_nb": "myst-nb", "IPython": "ipykernel"}
+DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "myst_nb": "myst-nb", "IPython": "ipykernel",
+                "skimage": "scikit-image"}
 
 
 def imported_top_level_names(code: str) -> set[str]:

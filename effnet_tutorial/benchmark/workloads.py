@@ -178,6 +178,7 @@ def detector_rows(s: Settings) -> list[Row]:
         compare("d0 inference, raw outputs", "effdet", inference_fn(ours, x), inference_fn(ref, x), s),
         compare("d0 inference + post-processing", "effdet DetBenchPredict", ours_full, ref_full, s),
     ]
+    rows.append(lite0_row(s))
     fused = fast.fuse_conv_bn(ours)
     rows.append(compare("d0 inference, fused conv+BN", "ours eager", inference_fn(fused, x),
                         inference_fn(ours, x), s, note="opt-in"))
@@ -215,6 +216,22 @@ def detector_rows(s: Settings) -> list[Row]:
                         lambda: effdet_train_step(bench, r_opt, x, target), s))
     return rows
 
+
+
+def lite0_row(s: Settings) -> Row:
+    """EfficientDet-Lite0 inference (plain-sum fusion, ReLU6) against effdet's, at 320 (smoke:
+    the detector size of the settings)."""
+    from effdet import create_model
+
+    import effnet_tutorial as et
+
+    size = 320 if s.det_size == 512 else s.det_size
+    x = torch.randn(s.det_batch, 3, size, size)
+    ours = et.create_model("tf_efficientdet_lite0").eval()
+    ref = create_model("tf_efficientdet_lite0", pretrained_backbone=False,
+                       image_size=(size, size)).eval()
+    return compare("lite0 inference, raw outputs", "effdet", inference_fn(ours, x),
+                   inference_fn(ref, x), s)
 
 
 def compile_row(s: Settings, budget_s: float) -> Row:
