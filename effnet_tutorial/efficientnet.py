@@ -57,8 +57,8 @@ B0_STAGES: tuple[StageSpec, ...] = (
 B0_STEM_CHANNELS = 32
 B0_HEAD_CHANNELS = 1280
 
-#: EfficientNet-Lite: B0's table without squeeze-and-excitation, and with the first and last
-#: stages kept at one block whatever the depth coefficient (the reference's ``fix_head_stem``).
+#: EfficientNet-Lite's stage table, B0's without squeeze-and-excitation, and with the first and
+#: last stages kept at one block whatever the depth coefficient (the reference's ``fix_head_stem``).
 LITE_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 16, 1, se_ratio=0.0, scale_depth=False),
     StageSpec(6, 3, 2, 24, 2, se_ratio=0.0),
@@ -104,7 +104,7 @@ PRESETS: dict[str, EfficientNetPreset] = {
     "l2": EfficientNetPreset(4.3, 5.3, 800, 0.5),
 }
 
-#: EfficientNet-Lite0-4: the reference's ``efficientnet_lite_params`` (tensorflow/tpu,
+#: EfficientNet-Lite0 to Lite4, the reference's ``efficientnet_lite_params`` (tensorflow/tpu,
 #: ``models/official/efficientnet/lite/efficientnet_lite_builder.py``) with Lite's changes.
 LITE_PRESETS: dict[str, EfficientNetPreset] = {
     "lite0": EfficientNetPreset(1.0, 1.0, 224, 0.2, LITE_STAGES, "relu6", fix_stem_head=True),
@@ -136,8 +136,8 @@ PAPER_FIGURES: dict[str, PublishedFigures] = {
 }
 
 
-#: Published ImageNet top-1 accuracy (%), single crop, of the released checkpoints: B0-B7 from
-#: Tan & Le, arXiv:1905.11946 v5 (2020), Table 2 (the ICML 2019 version printed lower numbers
+#: Published ImageNet top-1 accuracy in percent (single crop) of the released checkpoints, B0-B7
+#: from Tan & Le, arXiv:1905.11946 v5 (2020), Table 2 (the ICML 2019 version printed lower numbers
 #: for the earlier checkpoints, B0 76.3 and B7 84.4); Lite0-4 (float32) from the table of the
 #: Lite release (tensorflow/tpu, ``models/official/efficientnet/lite/README.md``).
 PUBLISHED_TOP1: dict[str, tuple[float, str]] = {

@@ -22,7 +22,7 @@ from PIL import Image
 from .efficientnet import native_resolution
 from .extras import require
 
-#: The reference's crop margin: a ``size`` crop is taken from a ``size + 32`` square.
+#: The reference's crop margin, a ``size`` crop is taken from a ``size + 32`` square.
 CROP_PADDING = 32
 
 

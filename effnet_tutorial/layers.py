@@ -26,7 +26,7 @@ from torch import nn
 
 PaddingMode = Literal["symmetric", "same"]
 PADDING_MODES: tuple[str, ...] = ("symmetric", "same")
-#: The activations the models use: swish (EfficientNet, EfficientDet) and ReLU6 (the Lite
+#: The activations the models use, swish (EfficientNet, EfficientDet) and ReLU6 (the Lite
 #: variants, whose bounded outputs quantise well to 8 bits).
 Activation = Literal["swish", "relu6"]
 
