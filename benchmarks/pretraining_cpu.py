@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from train_d0_cpu import cpu_name, drop_options, read_curve, recipe_from, run_name
+from train_d0_cpu import cpu_name, drop_options, read_curve, recipe_from, run_name, run_workers
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "pretraining_cpu"
@@ -155,14 +154,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     commands = [[sys.executable, __file__, "--worker", "--arm", arm, "--seeds", str(seed), *passthrough]
                 for seed in seeds for arm in arms]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.sequential:
-        for command in commands:
-            subprocess.run(command, check=True, env=env)
-    else:
-        procs = [subprocess.Popen(command, env=env) for command in commands]
-        if any(p.wait() != 0 for p in procs):
-            return 1
+    if not run_workers(commands, args.threads, args.sequential):
+        return 1
     if args.arm != "both":
         return 0
     summary = summarise(args.out, recipe, seeds, time.perf_counter() - start)

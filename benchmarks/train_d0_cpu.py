@@ -230,6 +230,16 @@ def drop_options(argv: list[str], flags: tuple[str, ...], valued: tuple[str, ...
     return kept
 
 
+def run_workers(commands: list[list[str]], threads: int, sequential: bool) -> bool:
+    """Run the worker commands side by side (or one after the other), each with ``threads``
+    OpenMP threads; True when every one succeeded."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if sequential:
+        return all(subprocess.run(command, env=env).returncode == 0 for command in commands)
+    procs = [subprocess.Popen(command, env=env) for command in commands]
+    return all([p.wait() == 0 for p in procs])  # a list: wait for every process
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", choices=("both", "ours", "effdet"), default="both")
@@ -265,14 +275,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     commands = [[sys.executable, __file__, "--worker", "--impl", impl, "--seeds", str(seed), *passthrough]
                 for seed in seeds for impl in impls]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.sequential:
-        for command in commands:
-            subprocess.run(command, check=True, env=env)
-    else:
-        procs = [subprocess.Popen(command, env=env) for command in commands]
-        if any(p.wait() != 0 for p in procs):
-            return 1
+    if not run_workers(commands, args.threads, args.sequential):
+        return 1
     summary = summarise(args.out, recipe, impls, seeds, time.perf_counter() - start)
     print(f"\n{'impl':<8}{'seed':>5}{'params':>12}{'steps':>7}{'img/s':>7}{'AP':>7}{'AP50':>7}   AP at each evaluation")
     for c in summary["runs"]:
