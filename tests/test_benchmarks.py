@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_d0_cpu.py"
 
 
@@ -14,6 +16,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_train_benchmark_writes_every_run_and_the_means(tmp_path):
     script = load_script()
     argv = ["--minutes", "0.02", "--eval-every", "0.01", "--train-images", "4", "--val-images", "2",
@@ -43,6 +46,7 @@ def test_worker_options_are_dropped_from_the_passthrough():
         "--minutes", "2", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_same_init_gives_effdet_and_ours_the_same_first_loss(tmp_path):
     """From effdet's initial weights on the same first batch, the two losses agree to rounding."""
     script = load_script()
@@ -83,6 +87,7 @@ def load_pretraining_script(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_pretraining_benchmark_trains_both_arms_from_the_same_seed(tmp_path, monkeypatch):
     script = load_pretraining_script(monkeypatch)
     argv = ["--minutes", "0.02", "--eval-every", "0.01", "--train-images", "4", "--val-images", "2",

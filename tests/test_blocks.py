@@ -31,8 +31,17 @@ def test_mbconv_shapes_and_parameter_count():
 def test_mbconv_eval_is_deterministic_and_drop_path_only_in_training():
     torch.manual_seed(0)
     block = MBConv(16, 16, 3, 1, expand_ratio=6, drop_path_rate=0.5).eval()
-    x = torch.randn(4, 16, 8, 8)
-    torch.testing.assert_close(block(x), block(x))
+    x = torch.randn(64, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), block(x))
+        branch = block(x) - x  # the residual branch at inference (drop path off)
+        block.drop_path.train()  # only drop path in training mode (batch norm keeps its statistics)
+        y = block(x)
+    # in training each sample keeps its branch scaled by 1/(1 - 0.5), or drops it to the shortcut
+    kept = [torch.allclose(y[i], x[i] + 2 * branch[i], atol=1e-5) for i in range(len(x))]
+    dropped = [torch.allclose(y[i], x[i]) for i in range(len(x))]
+    assert all(k != d for k, d in zip(kept, dropped))
+    assert 0 < sum(dropped) < len(x)
 
 
 def test_squeeze_excite_gates_between_zero_and_one():

@@ -10,6 +10,7 @@ from effnet_tutorial.cli import main
 pytest.importorskip("pycocotools")
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help():
     for command in ("shapes", "train", "evaluate", "predict"):
         out = subprocess.run([sys.executable, "-m", "effnet_tutorial", command, "--help"],
@@ -17,6 +18,7 @@ def test_every_subcommand_has_help():
         assert out.returncode == 0 and "usage" in out.stdout
 
 
+@pytest.mark.slow
 def test_shapes_train_resume_evaluate_predict(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["shapes", "--out", str(data), "--train", "8", "--val", "4", "--size", "64"]) == 0

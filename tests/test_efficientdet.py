@@ -85,8 +85,10 @@ def effdet_reference(name):
         return randomize_(effdet.create_model(name, pretrained=False, pretrained_backbone=False)).eval()
 
 
-@pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_d0", "tf_efficientdet_d1",
-                                  "tf_efficientdet_lite0", "tf_efficientdet_lite3x"])
+@pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_d0",
+                                  pytest.param("tf_efficientdet_d1", marks=pytest.mark.slow),
+                                  "tf_efficientdet_lite0",
+                                  pytest.param("tf_efficientdet_lite3x", marks=pytest.mark.slow)])
 def test_outputs_equal_effdet_with_converted_weights(name):
     torch.manual_seed(0)
     ref = effdet_reference(name)
@@ -103,6 +105,7 @@ def test_outputs_equal_effdet_with_converted_weights(name):
         assert max_rel_diff(got, expected) <= 1e-4
 
 
+@pytest.mark.slow
 def test_odd_input_sizes_work_and_shapes_halve_with_ceil():
     model = et.create_model("tf_efficientdet_d0", num_classes=3).eval()
     with torch.no_grad():

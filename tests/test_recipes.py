@@ -43,5 +43,7 @@ def test_shapes_data_is_written_once_per_setting(tmp_path):
 
 
 def test_frozen_recipe():
-    with pytest.raises(Exception):
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
         CPU_SHAPES.lr = 1.0

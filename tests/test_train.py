@@ -58,6 +58,7 @@ def test_default_learning_rate_follows_the_reference_scaling():
     assert TrainConfig(batch_size=16, lr=0.5).base_lr(world_size=4) == 0.5
 
 
+@pytest.mark.slow
 def test_resumed_run_reaches_the_same_weights(data_root, tmp_path):
     straight = make_trainer(data_root, tmp_path / "a")
     straight.fit(max_steps=4)  # 8 images, batch 2: the resume below lands mid-epoch
@@ -110,6 +111,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_on_cpu_with_two_processes(data_root, tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -142,6 +144,7 @@ def test_adamw_trainer_uses_adamw_with_decay_on_weights_only(data_root, tmp_path
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [4e-5, 0.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clock_name", ["wall", "process"])
 def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch, clock_name):
     import types
