@@ -19,10 +19,10 @@ def _efficientnet_builder(variant: str, tf_style: bool) -> Callable[..., nn.Modu
     name = f"{'tf_' if tf_style else ''}efficientnet_{variant}"
 
     def build(num_classes: int = 1000, pretrained: bool = False, **options) -> nn.Module:
-        if pretrained:
-            weights_file(name)  # a missing package or an unknown name fails before building
+        # a missing package or an unknown name fails before building
+        path = weights_file(name) if pretrained else None
         model = efficientnet(variant, tf_style=tf_style, num_classes=num_classes, **options)
-        return load_pretrained(model, name) if pretrained else model
+        return load_pretrained(model, name, path) if pretrained else model
 
     build.__doc__ = f"{'TF-faithful ' if tf_style else ''}EfficientNet-{variant.upper()}."
     return build
@@ -47,11 +47,11 @@ def _detector_builder(name: str) -> Callable[..., nn.Module]:
             raise ValueError("pass pretrained=True or checkpoint_path=, not both")
         config = DETECTOR_PRESETS[name]
         backbone = f"{'tf_' if config.tf_backbone else ''}efficientnet_{config.backbone}"
-        if pretrained_backbone:
-            weights_file(backbone)  # a missing package or a backbone without weights fails first
+        # a missing package or a backbone without weights fails before building
+        path = weights_file(backbone) if pretrained_backbone else None
         model = efficientdet(name, num_classes=num_classes, **options)
         if pretrained_backbone:
-            load_pretrained(model.backbone, backbone)
+            load_pretrained(model.backbone, backbone, path)
         if pretrained:
             load_detector_weights(model, download_checkpoint(model.config.url))
         elif checkpoint_path:

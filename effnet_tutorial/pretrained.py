@@ -16,6 +16,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -91,15 +92,18 @@ def weights_file(name: str) -> Path:
     return path
 
 
-def load_pretrained(model: torch.nn.Module, name: str) -> torch.nn.Module:
+def load_pretrained(model: torch.nn.Module, name: str,
+                    path: Optional[Path] = None) -> torch.nn.Module:
     """Load the ImageNet weights of ``name`` into ``model`` (an EfficientNet built as ``name``).
 
     A model built with another ``num_classes`` keeps its own classifier (the 1000-class one is
-    left out); a ``features_only`` model takes only the backbone. Returns ``model``.
+    left out); a ``features_only`` model takes only the backbone. ``path``: the file
+    :func:`~effnet_tutorial.pretrained.weights_file` already returned (checked), so it is not
+    hashed twice. Returns ``model``.
 
     Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
-    state = torch.load(weights_file(name), map_location="cpu", weights_only=True)
+    state = torch.load(path or weights_file(name), map_location="cpu", weights_only=True)
     state = from_efficientnet_pytorch(state, [s.repeats for s in model.stage_specs])
     own = model.state_dict()
     skipped = [k for k in state if k not in own or own[k].shape != state[k].shape]
