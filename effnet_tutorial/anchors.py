@@ -22,16 +22,16 @@ feature_size`` per axis (floats for sizes not divisible by 128); anchors are nei
 normalised; matching has no ignore band and force-matches every box's best anchor; the box coder
 has no scale factors and adds ``1e-7`` to the sizes before the logarithm.
 
-Introduced in Part III, *Anchors, IoU, matching and box coding*.
+In the book: Chapter 10, *Anchors, IoU, matching and box coding*.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 
-ImageSize = Union[int, Sequence[int]]
+ImageSize = int | Sequence[int]
 
 #: ``(x_multiplier, y_multiplier)`` pairs of the released EfficientDet checkpoints.
 ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
@@ -57,8 +57,6 @@ def check_boxes(boxes: torch.Tensor, name: str = "boxes") -> None:
 
     Catches the common mistakes early, with a message that says what is wrong: a yxyx or xywh
     tensor usually shows up as rows with ``x2 < x1`` or ``y2 < y1``.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if not isinstance(boxes, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
@@ -87,8 +85,6 @@ def feature_sizes(
 
     Each level halves the previous one with ceiling, ``(s - 1) // 2 + 1``, as a stride-2 conv or
     max-pool with "same" padding does; 512 gives 64, 32, 16, 8, 4 for P3-P7.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if not 1 <= min_level <= max_level:
         raise ValueError(f"need 1 <= min_level <= max_level, got {min_level}, {max_level}")
@@ -118,8 +114,6 @@ def generate_anchors(
     the 9 anchors of a cell scale-major, aspect-minor. D0 at 512 has 49,104 anchors.
 
     Computed in float64 and rounded once, like the reference, so values agree bit for bit.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if num_scales < 1 or len(aspect_ratios) < 1:
         raise ValueError("need num_scales >= 1 and at least one aspect ratio")
@@ -173,8 +167,6 @@ def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
     """Intersection over union of every pair: **xyxy** ``(N, 4)`` and ``(M, 4)`` -> ``(N, M)``.
 
     ``IoU = |A ∩ B| / |A ∪ B|``; pairs that do not overlap get exactly 0 (also zero-area boxes).
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     check_boxes(boxes_a, "boxes_a")
     check_boxes(boxes_b, "boxes_b")
@@ -197,8 +189,6 @@ def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
     with ``1e-7`` added to all four sizes first. ``boxes`` and ``anchors`` are ``(N, 4)`` and
     paired row by row; returns ``(N, 4)`` codes in ``[ty, tx, th, tw]`` order.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     check_boxes(boxes, "boxes")
     check_boxes(anchors, "anchors")
@@ -225,8 +215,6 @@ def decode_boxes(codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
     ``w = exp(tw) * w_a``, ``xc = tx * w_a + xc_a`` (same for y); no clamp on the exponent,
     as in effdet's ``decode_box_outputs``. Works on any leading batch shape ``(..., 4)``.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if codes.shape[-1] != 4 or anchors.shape[-1] != 4:
         raise ValueError(
@@ -258,8 +246,6 @@ def match_anchors(
        claim the same anchor, the lower box index wins.
 
     Returns an ``(N,)`` int64 tensor.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     check_boxes(anchors, "anchors")
     check_boxes(gt_boxes, "gt_boxes")
@@ -289,8 +275,6 @@ class AnchorTargets(NamedTuple):
     * ``cls_targets``: ``(N,)`` int64, 0-based class of the matched box, ``-1`` for background.
     * ``box_targets``: ``(N, 4)`` float codes ``[ty, tx, th, tw]``, zeros for background.
     * ``num_positives``: float scalar (``(B,)`` when batched), anchors with a matched box.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
 
     cls_targets: torch.Tensor
@@ -321,8 +305,6 @@ def assign_targets(
     holds 0-based classes, and rows labelled ``-1`` (padding) are dropped first. Matching is
     :func:`match_anchors`; positives get their box's class and :func:`encode_boxes` offsets.
     An image without boxes gives all background and ``num_positives = 0``.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     check_boxes(anchors, "anchors")
     return _assign(anchors, gt_boxes, gt_labels, threshold)
@@ -356,8 +338,6 @@ def assign_targets_batch(
     ``gt_boxes`` is either a list of ``(M_i, 4)`` **xyxy** tensors, one per image, or a padded
     ``(B, M, 4)`` tensor; ``gt_labels`` the matching list of ``(M_i,)`` or padded ``(B, M)``
     tensor, with ``-1`` on padding rows (whose boxes are ignored, whatever they hold).
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if len(gt_boxes) != len(gt_labels):
         raise ValueError(f"got boxes for {len(gt_boxes)} images but labels for {len(gt_labels)}")
@@ -383,8 +363,6 @@ def targets_by_level(
     of ``(B, H, W, A*4)`` (codes ``[ty, tx, th, tw]`` of anchor ``a`` at channels
     ``4a .. 4a+3``), one entry per ``(H, W)`` of ``feat_sizes`` (see :func:`feature_sizes`).
     ``A`` is inferred from ``N``.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if cls_targets.ndim != 2 or box_targets.ndim != 3 or box_targets.shape[-1] != 4:
         raise ValueError(

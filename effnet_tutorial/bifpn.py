@@ -11,13 +11,13 @@ Exactness details, from the reference code: every input edge has its own resampl
 target size); after fusion comes swish (ReLU6 in the Lite detectors), then a separable 3x3 conv,
 then BN (pre-activation).
 
-Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
+In the book: Chapter 9, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,6 @@ class FpnNode:
     """A node of the BiFPN graph: the pyramid level it produces and the ids of its inputs.
 
     Ids ``0 .. L-1`` are the layer's inputs (P3 ... P7); node ``k`` of the layer gets id ``L + k``.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
 
     level: int
@@ -49,8 +47,6 @@ def bifpn_nodes(min_level: int = 3, max_level: int = 7) -> list[FpnNode]:
     every node of its level so far (the input and, except at the top, the top-down node: the
     same-level skip edge) with the output of the level below. For P3-P7 this gives the eight
     nodes of the paper's Figure 2(d).
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
     if not 0 < min_level < max_level:
         raise ValueError(f"need 0 < min_level < max_level, got {min_level}, {max_level}")
@@ -76,8 +72,6 @@ class WeightedFusion(nn.Module):
     * ``"sum"``: unweighted sum (used by D6 and D7 "for stability").
 
     The weights start at 1 and are stored raw (before ReLU/softmax), as in the reference.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
 
     def __init__(self, num_inputs: int, method: str = "fastattn", eps: float = 1e-4) -> None:
@@ -110,8 +104,6 @@ def max_pool_to(x: torch.Tensor, size: tuple[int, int], padding: PaddingMode) ->
 
     ``s = (in - 1) // out + 1`` (2 between pyramid levels). ``"same"`` pads like TensorFlow, with
     ``-inf`` so padding never wins the max; ``"symmetric"`` pads ``s // 2`` on every side.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
     stride = (x.shape[-2] - 1) // size[0] + 1
     kernel = stride + 1
@@ -128,8 +120,6 @@ class Resample(nn.Module):
 
     Larger maps are max-pooled, smaller ones upsampled by nearest neighbour to the exact size (so
     any input size works, not only multiples of 128). No activation.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
 
     def __init__(self, in_channels: int, out_channels: int, padding: PaddingMode = "same",
@@ -154,10 +144,7 @@ class Resample(nn.Module):
 
 
 class BiFpnNode(nn.Module):
-    """One fusion node: resample each input, fuse, then swish -> separable 3x3 conv -> BN.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
-    """
+    """One fusion node: resample each input, fuse, then swish -> separable 3x3 conv -> BN."""
 
     def __init__(self, node: FpnNode, in_channels: Sequence[int], channels: int, fusion: str,
                  padding: PaddingMode, bias: bool, bn_eps: float, bn_momentum: float,
@@ -179,10 +166,7 @@ class BiFpnNode(nn.Module):
 
 
 class BiFpnLayer(nn.Module):
-    """One BiFPN layer: all nodes of :func:`bifpn_nodes`, returning the new P3 ... P7.
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
-    """
+    """One BiFPN layer: all nodes of :func:`bifpn_nodes`, returning the new P3 ... P7."""
 
     def __init__(self, in_channels: Sequence[int], channels: int, min_level: int = 3,
                  max_level: int = 7, fusion: str = "fastattn", padding: PaddingMode = "same",
@@ -211,8 +195,6 @@ class BiFpn(nn.Module):
 
     ``in_channels`` are the backbone's P3-P5 channels. P6 is ``maxpool(BN(conv1x1(P5)))``, P7 is
     ``maxpool(P6)`` (and so on up to ``max_level``).
-
-    Introduced in Part III, *Multi-scale features: FPN, PANet, NAS-FPN and BiFPN*.
     """
 
     def __init__(self, in_channels: Sequence[int], channels: int, repeats: int, min_level: int = 3,
@@ -246,10 +228,7 @@ class BiFpn(nn.Module):
 
 
 def glorot_uniform_(weight: torch.Tensor, groups: int = 1) -> None:
-    """TF's ``glorot_uniform`` as the reference applies it to BiFPN convolutions.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
-    """
+    """TF's ``glorot_uniform`` as the reference applies it to BiFPN convolutions."""
     receptive = weight[0][0].numel()
     fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive // groups
     limit = math.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0))

@@ -6,7 +6,7 @@ with a squeeze-and-excitation gate (Hu et al. 2018) and swish activations (Tan &
     x -> [expand 1x1 -> BN -> swish] -> depthwise kxk -> BN -> swish -> SE -> project 1x1 -> BN
       -> (+ x, through stochastic depth, when stride 1 and in == out)
 
-Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
+In the book: Chapter 3, *MBConv and squeeze-and-excitation*.
 """
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ class SqueezeExcite(nn.Module):
     ``s = sigmoid(W2 swish(W1 mean_hw(x) + b1) + b2)``, output ``x * s`` (Hu et al. 2018, eq. 2-3,
     with EfficientNet's swish in place of ReLU). ``W1`` and ``W2`` are 1x1 convolutions with bias,
     named ``reduce`` and ``expand``.
-
-    Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
     """
 
     def __init__(self, channels: int, reduced_channels: int, activation: Activation = "swish") -> None:
@@ -58,8 +56,6 @@ class MBConv(nn.Module):
         activation: ``"swish"``, or ``"relu6"`` for the Lite variants.
 
     Submodules ``expand`` (absent when ``expand_ratio == 1``), ``depthwise``, ``se``, ``project``.
-
-    Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
     """
 
     def __init__(

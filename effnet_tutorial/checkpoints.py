@@ -7,7 +7,7 @@ run code. A checkpoint for COCO's 90 classes loads into a model with another cla
 re-initialising the class head (with the prior bias) and keeping everything else: the usual
 start of fine-tuning.
 
-Introduced in Part III, *EfficientDet D0-D7*.
+In the book: Chapter 12, *EfficientDet D0–D7*.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
@@ -23,13 +22,11 @@ from .efficientdet import DetectionHead, EfficientDet, reset_head
 from .weights import from_effdet
 
 
-def download_checkpoint(url: str, model_dir: Optional[str] = None) -> Mapping[str, torch.Tensor]:
+def download_checkpoint(url: str, model_dir: str | None = None) -> Mapping[str, torch.Tensor]:
     """Download ``url`` once into ``model_dir`` (torch hub's cache by default), check its hash and
     load it with ``weights_only=True``.
 
     Raises ``RuntimeError`` saying what to do when there is no network.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     if not url:
         raise ValueError("this model has no released checkpoint; train it or pass checkpoint_path=")
@@ -54,13 +51,11 @@ def _unwrap(obj: object) -> Mapping[str, torch.Tensor]:
 
 
 def load_detector_weights(model: EfficientDet,
-                          source: Union[str, os.PathLike, Mapping[str, torch.Tensor]]) -> EfficientDet:
+                          source: str | os.PathLike | Mapping[str, torch.Tensor]) -> EfficientDet:
     """Load a checkpoint (a path, or a state dict in this package's or effdet's naming) into ``model``.
 
     Everything must match except, possibly, the class head: when its class count differs from the
     model's, the class head is re-initialised with the prior bias and a warning says so.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

@@ -4,14 +4,14 @@ Kept apart from the models (a model knows no training loop): AdamW, a linear war
 cosine decay, one text line per epoch. Images arrive as ``uint8 (N, 3, S, S)`` and are resized
 once per run to the resolution under study, which is how resolution scaling enters.
 
-Introduced in Part II, *Compound scaling*.
+In the book: Chapter 5, *Scaling one dimension at a time, and all three together*.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,7 @@ from .utils import try_gpu
 
 @dataclass
 class ClassifierConfig:
-    """Hyper-parameters of :func:`train_classifier`; every candidate of a search shares one.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """Hyper-parameters of :func:`train_classifier`; every candidate of a search shares one."""
 
     epochs: int = 12
     batch_size: int = 128
@@ -36,7 +33,7 @@ class ClassifierConfig:
     seed: int = 0
     #: CPU threads while training (``None`` keeps torch's setting). On a small, shared CPU one
     #: thread can be many times faster than two that wait for each other (Part II measures it).
-    num_threads: Optional[int] = None
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -54,8 +51,6 @@ def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
 
     Downsampling uses an anti-aliased bilinear filter, so detail finer than the new pixel
     size is averaged away, as a camera with fewer pixels would.
-
-    Introduced in Part II, *Compound scaling*.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
@@ -67,10 +62,7 @@ def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then a cosine decay to zero.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then a cosine decay to zero."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -79,11 +71,8 @@ def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolution: int,
-             batch_size: int = 512, device: Optional[torch.device] = None) -> float:
-    """Top-1 accuracy of ``model`` on uint8 ``images`` resized to ``resolution``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+             batch_size: int = 512, device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` on uint8 ``images`` resized to ``resolution``."""
     if len(images) != len(labels) or len(labels) == 0:
         raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
     device = device or try_gpu()
@@ -102,14 +91,12 @@ def train_classifier(
     labels: torch.Tensor,
     resolution: int,
     config: ClassifierConfig = ClassifierConfig(),
-    device: Optional[torch.device] = None,
-    log: Optional[Callable[[str], None]] = print,
+    device: torch.device | None = None,
+    log: Callable[[str], None] | None = print,
 ) -> list[dict]:
     """Train ``model`` in place on ``(images, labels)`` at ``resolution``; returns per-epoch logs.
 
     Deterministic for ``config.seed`` on the CPU (shuffling and dropout draw from it).
-
-    Introduced in Part II, *Compound scaling*.
     """
     if len(images) != len(labels) or len(labels) == 0:
         raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
@@ -128,7 +115,7 @@ def train_classifier(
 
 def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolution: int,
            config: ClassifierConfig, device: torch.device,
-           log: Optional[Callable[[str], None]]) -> list[dict]:
+           log: Callable[[str], None] | None) -> list[dict]:
     torch.manual_seed(config.seed)
     x_all = prepare_images(images, resolution)
     model.to(device).train()

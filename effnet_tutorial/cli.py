@@ -5,7 +5,7 @@ A data folder is COCO-shaped: ``<data>/annotations/instances_<split>.json`` with
 ``<data>/<split>/`` (as COCO 2017 ships). Training writes checkpoints, ``metrics.jsonl`` and plots
 into ``--output``; ``--resume`` continues from ``<output>/last.pth``.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -22,8 +22,6 @@ from .extras import MissingDependency, require
 
 def dataset_paths(data: Path, split: str) -> tuple[Path, Path]:
     """``(image_dir, annotation_file)`` of a split in a COCO-shaped folder; clear error if absent.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     annotation = data / "annotations" / f"instances_{split}.json"
     for image_dir in (data / "images" / split, data / split):
@@ -34,12 +32,9 @@ def dataset_paths(data: Path, split: str) -> tuple[Path, Path]:
         f"{data / 'images' / split} or {data / split}")
 
 
-def load_trained(model_name: str, checkpoint: Path, image_size: Optional[int] = None,
+def load_trained(model_name: str, checkpoint: Path, image_size: int | None = None,
                  use_ema: bool = True):
-    """A detector from a training checkpoint (its EMA weights unless ``use_ema=False``).
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """A detector from a training checkpoint (its EMA weights unless ``use_ema=False``)."""
     from .factory import create_model
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -147,10 +142,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of all subcommands.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """The argument parser of all subcommands."""
     parser = argparse.ArgumentParser(prog="effnet-tutorial", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -214,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m effnet_tutorial`` and the ``effnet-tutorial`` script."""
     args = build_parser().parse_args(argv)
     try:

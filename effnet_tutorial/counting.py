@@ -5,33 +5,26 @@ way the reference figures were measured: every convolution and linear layer, exa
 shapes a real forward pass produces. Batch norm, activations, the SE multiply and the residual
 adds are elementwise and left out (they are under 1% of B0's total).
 
-Introduced in Chapter 2, *Depthwise separable convolutions*.
+In the book: Chapter 2, *Depthwise separable convolutions*.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import nn
 
-InputSize = Union[int, tuple[int, int], tuple[int, int, int]]
+InputSize = int | tuple[int, int] | tuple[int, int, int]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """The number of parameters (weights and biases, not BN running statistics).
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
-    """
+    """The number of parameters (weights and biases, not BN running statistics)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 @dataclass(frozen=True)
 class LayerCost:
-    """The cost of one convolution or linear layer in a forward pass of one image.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
-    """
+    """The cost of one convolution or linear layer in a forward pass of one image."""
 
     name: str
     kind: str  # "conv", "depthwise", "pointwise" or "linear"
@@ -73,8 +66,6 @@ def flop_breakdown(model: nn.Module, input_size: InputSize) -> list[LayerCost]:
     Runs the model once (in eval mode, without gradients) with hooks on every ``nn.Conv2d`` and
     ``nn.Linear``. A conv costs ``output elements * (C_in / groups) * k_h * k_w``; a linear layer
     ``output elements * in_features``. Layers used several times are listed each time.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
     """
     x = _input_tensor(model, input_size)
     names = {m: n for n, m in model.named_modules()}
@@ -108,7 +99,5 @@ def count_flops(model: nn.Module, input_size: InputSize) -> int:
 
     ``input_size`` is the side of a square image, ``(H, W)``, or ``(C, H, W)``.
     EfficientNet-B0 at 224 gives about 0.386 billion, the paper's 0.39B.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
     """
     return sum(row.macs for row in flop_breakdown(model, input_size))

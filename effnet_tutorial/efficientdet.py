@@ -6,13 +6,13 @@ row for row the reference code's configurations (effdet's ``model_config.py``, a
 ``hparams_config.py``), including the details the paper's formulas do not say: D5 runs at 1280
 with 7 BiFPN layers, D6 and D7 fuse by plain sum, D7 uses anchor scale 5, D7x adds P8.
 
-Introduced in Part III, *EfficientDet D0-D7*.
+In the book: Chapter 12, *EfficientDet D0–D7*.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -27,10 +27,7 @@ ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """One row of the EfficientDet table, plus the options that make a variant faithful.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
-    """
+    """One row of the EfficientDet table, plus the options that make a variant faithful."""
 
     backbone: str  # e.g. "b0"
     image_size: int
@@ -103,10 +100,7 @@ for _name, _file in [("d0", "efficientdet_d0-f3276ba8.pth"), ("d1", "efficientde
 
 @dataclass(frozen=True)
 class DetectorFigures:
-    """Published size, cost and COCO accuracy of one EfficientDet.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
-    """
+    """Published size, cost and COCO accuracy of one EfficientDet."""
 
     params_millions: float
     flops_billions: float  # multiply-adds
@@ -132,8 +126,6 @@ class DetectionHead(nn.Module):
     statistics differ between levels) -> swish (or ReLU6); then a separable 3x3 conv predicting
     ``num_anchors * num_outputs`` channels. Output ``(B, A*K, H, W)`` per level, channel
     ``a*K + k`` for anchor ``a`` and output ``k``.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
 
     def __init__(self, channels: int, num_outputs: int, num_anchors: int, repeats: int,
@@ -177,8 +169,6 @@ class EfficientDet(nn.Module):
     ``(B, 3, H, W)``, finite (NaN or inf raise ``ValueError``); any size works, also sizes that
     are not multiples of 128 (feature maps halve with ceil down to 1x1), but the preset's size is
     the one the anchors and the released weights were designed for.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
 
     def __init__(self, config: DetectorConfig, num_classes: int = 90) -> None:
@@ -238,10 +228,7 @@ class EfficientDet(nn.Module):
 
 
 def reset_head(head: DetectionHead, prior: bool) -> None:
-    """(Re-)initialise a head as the reference does; ``prior`` sets the class bias to the prior.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
-    """
+    """(Re-)initialise a head as the reference does; ``prior`` sets the class bias to the prior."""
     for m in head.modules():
         if isinstance(m, nn.Conv2d):
             fan_in = m.weight.shape[1] * m.weight[0][0].numel()
@@ -258,8 +245,6 @@ def reset_head(head: DetectionHead, prior: bool) -> None:
 
 def efficientdet(name: str, num_classes: int = 90, **overrides) -> EfficientDet:
     """Build a detector by its effdet name; ``overrides`` replace fields of its :class:`DetectorConfig`.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     if name not in DETECTOR_PRESETS:
         raise ValueError(f"unknown detector {name!r}; valid: {sorted(DETECTOR_PRESETS)}")

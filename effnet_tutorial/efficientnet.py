@@ -10,13 +10,13 @@ stage table has no squeeze-and-excitation (poorly supported on those accelerator
 activation is ReLU6 (bounded, so it quantises well), and its stem, head and first and last
 stages are not scaled (:data:`LITE_STAGES`, :data:`LITE_PRESETS`).
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,8 +31,6 @@ class StageSpec:
     """One row of EfficientNet's stage table (Tan & Le 2019, Table 1).
 
     Only the first block of a stage has the stride and changes the channel count.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
     expand_ratio: int  # MBConv1 or MBConv6
@@ -77,8 +75,6 @@ class EfficientNetPreset:
     """A family member: the two coefficients and what the reference code trains it with.
 
     The last three fields are what a Lite member changes (the defaults are B0's).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
     width_mult: float
@@ -117,10 +113,7 @@ LITE_PRESETS: dict[str, EfficientNetPreset] = {
 
 @dataclass(frozen=True)
 class PublishedFigures:
-    """Parameters and multiply-adds as a paper printed them (rounded there, not here).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """Parameters and multiply-adds as a paper printed them (rounded there, not here)."""
 
     params_millions: float
     flops_billions: float
@@ -154,17 +147,12 @@ def round_filters(channels: int, width_mult: float, divisor: int = 8) -> int:
 
     Rounds half up to the divisor, then adds one divisor if that lost more than 10% (the
     "10% rule"): B3's 16 * 1.2 = 19.2 would round to 16, which is below 17.28, so it becomes 24.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     return make_divisible(channels * width_mult, divisor)
 
 
 def round_repeats(repeats: int, depth_mult: float) -> int:
-    """Scale a stage's block count by ``depth_mult``, rounding up (``ceil``).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """Scale a stage's block count by ``depth_mult``, rounding up (``ceil``)."""
     return int(math.ceil(depth_mult * repeats))
 
 
@@ -173,8 +161,6 @@ def scale_stages(
 ) -> list[StageSpec]:
     """The stage table of a scaled network: widths by :func:`round_filters`, depths by
     :func:`round_repeats` (except in stages marked ``scale_depth=False``).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     return [
         replace(s, out_channels=round_filters(s.out_channels, width_mult, divisor),
@@ -203,8 +189,6 @@ class EfficientNet(nn.Module):
         fix_stem_head: keep the stem and head widths unscaled (Lite).
         channel_divisor: channels are rounded to multiples of this (8 in the reference; a
             smaller one lets tiny proxy networks scale their width smoothly).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
     def __init__(
@@ -298,8 +282,6 @@ def init_weights(model: nn.Module) -> None:
 
     Convolutions: normal with std ``sqrt(2 / fan_out)``, ``fan_out = k*k*out/groups``; BN weight 1,
     bias 0; linear: uniform in ``+-1/sqrt(out_features)``.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -324,8 +306,6 @@ def efficientnet(
 
     ``tf_style=True`` gives the TF-faithful variant (``"same"`` padding, BN eps 1e-3) that loads
     TF-trained weights; ``options`` override any :class:`EfficientNet` argument.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     p = preset(variant)
     kwargs = dict(width_mult=p.width_mult, depth_mult=p.depth_mult, dropout=p.dropout,
@@ -338,10 +318,7 @@ def efficientnet(
 
 
 def preset(variant: str) -> EfficientNetPreset:
-    """The preset of a family member, B0-L2 (:data:`PRESETS`) or Lite (:data:`LITE_PRESETS`).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """The preset of a family member, B0-L2 (:data:`PRESETS`) or Lite (:data:`LITE_PRESETS`)."""
     if variant in PRESETS:
         return PRESETS[variant]
     if variant in LITE_PRESETS:
@@ -353,8 +330,6 @@ def preset(variant: str) -> EfficientNetPreset:
 def native_resolution(variant: str) -> int:
     """The input size a family member was designed for (224 for B0 ... 600 for B7; 224 to 300
     for Lite0 to Lite4).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     return preset(variant).resolution
 

@@ -6,7 +6,7 @@ image pixels, the dataset's own category ids, one entry per detection) and score
 AP50, AP75 and AP for small, medium and large objects, plus per-class AP and precision-recall
 curves read from the same evaluation.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ def to_coco_results(detections: Sequence[dict[str, torch.Tensor]], image_ids: Se
     """COCO results entries from per-image detections (**xyxy** original pixels, 0-based labels).
 
     Detections scoring below ``min_score`` are left out, as the reference evaluator does.
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     results = []
     for det, image_id in zip(detections, image_ids):
@@ -48,7 +47,7 @@ def to_coco_results(detections: Sequence[dict[str, torch.Tensor]], image_ids: Se
     return results
 
 
-def coco_evaluate(annotation_file: Union[str, Path], results: list[dict],
+def coco_evaluate(annotation_file: str | Path, results: list[dict],
                   verbose: bool = False) -> dict:
     """Run COCOeval (bbox) on a results list; returns the stats, per-class AP and PR curves.
 
@@ -56,8 +55,6 @@ def coco_evaluate(annotation_file: Union[str, Path], results: list[dict],
     NaN for a class with no ground truth), and ``precision`` (COCOeval's array, indexed
     ``[iou, recall, class, area, max_dets]``) with ``recall_thresholds`` and ``category_ids``.
     With no results at all every AP is 0.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     require("pycocotools", purpose="COCO evaluation")
     from pycocotools.coco import COCO
@@ -88,11 +85,8 @@ def coco_evaluate(annotation_file: Union[str, Path], results: list[dict],
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, image_size: int,
                     batch_size: int = 8, soft_nms: bool = False,
-                    device: Optional[torch.device] = None) -> tuple[list[dict], list[int]]:
-    """Detections for every image of a COCO-format dataset, in original image pixels.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+                    device: torch.device | None = None) -> tuple[list[dict], list[int]]:
+    """Detections for every image of a COCO-format dataset, in original image pixels."""
     device = device or next(model.parameters()).device
     transform = eval_transforms(image_size)
     anchors = anchors_for(model, (image_size, image_size)).to(device)
@@ -118,12 +112,10 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, image_size: 
 
 def evaluate_model(model: torch.nn.Module, dataset: CocoDetection, image_size: int,
                    batch_size: int = 8, soft_nms: bool = False,
-                   results_file: Optional[Union[str, Path]] = None) -> dict:
+                   results_file: str | Path | None = None) -> dict:
     """Predict on ``dataset`` and score with COCOeval; optionally write the results JSON.
 
     Checks for pycocotools before predicting anything.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     require("pycocotools", purpose="COCO evaluation")
     detections, image_ids = predict_dataset(model, dataset, image_size, batch_size, soft_nms)

@@ -7,7 +7,7 @@ of the network that results, counted exactly on a model built on the meta device
 weights). :func:`explorer_panel` puts sliders on it (Jupyter only, needs ``ipywidgets``);
 :func:`explorer_figure` draws the same relationships as a static figure for the printed book.
 
-Introduced in Chapter 7, *An explorer*.
+In the book: Chapter 7, *An explorer*.
 """
 from __future__ import annotations
 
@@ -50,10 +50,7 @@ DEFAULT_TRIPLES: tuple[tuple[str, float, float, float], ...] = (
 
 @dataclass(frozen=True)
 class StageRow:
-    """One row of the scaled network's table, in the layout of the paper's Table 1.
-
-    Introduced in Chapter 7, *An explorer*.
-    """
+    """One row of the scaled network's table, in the layout of the paper's Table 1."""
 
     stage: int
     operator: str
@@ -64,10 +61,7 @@ class StageRow:
 
 @dataclass(frozen=True)
 class Exploration:
-    """Everything :func:`explore` computes for one ``(phi, alpha, beta, gamma)``.
-
-    Introduced in Chapter 7, *An explorer*.
-    """
+    """Everything :func:`explore` computes for one ``(phi, alpha, beta, gamma)``."""
 
     phi: float
     alpha: float
@@ -118,8 +112,6 @@ def stage_rows(
     """The scaled network as the rows of the paper's Table 1: stem, seven MBConv stages, head.
 
     Each stride-2 layer maps a side ``n`` to ``ceil(n / 2)``.
-
-    Introduced in Chapter 7, *An explorer*.
     """
     width = coefficients.width
     rows = [StageRow(1, "Conv3x3", resolution, round_filters(B0_STEM_CHANNELS, width), 1)]
@@ -149,8 +141,6 @@ def explore(
 
     Raises ``ValueError`` if alpha, beta or gamma is below 1, phi is not finite, or the base
     resolution is not an int of at least 32.
-
-    Introduced in Chapter 7, *An explorer*.
     """
     _check_inputs(phi, base_resolution)
     coefficients = compound_coefficients(phi, alpha, beta, gamma)  # checks alpha, beta, gamma >= 1
@@ -166,10 +156,7 @@ def explore(
 
 
 def format_exploration(e: Exploration) -> str:
-    """A plain-text report of one :class:`Exploration` (what the panel and the book print).
-
-    Introduced in Chapter 7, *An explorer*.
-    """
+    """A plain-text report of one :class:`Exploration` (what the panel and the book print)."""
     c = e.coefficients
     lines = [
         (f"phi={e.phi:g}  alpha={e.alpha:g}  beta={e.beta:g}  gamma={e.gamma:g}  "
@@ -197,8 +184,6 @@ def explorer_panel(
 
     Needs a running Jupyter kernel and ``ipywidgets`` (imported here, so the package does not
     depend on it). Returns the ``ipywidgets.VBox``; display it as the last line of a cell.
-
-    Introduced in Chapter 7, *An explorer*.
     """
     import ipywidgets as widgets  # optional dependency, only for the live panel
 
@@ -231,10 +216,7 @@ def explorer_panel(
 
 
 def constraint_gamma(alpha, beta, target: float = 2.0):
-    """The gamma that makes ``alpha * beta**2 * gamma**2 == target`` (works on arrays too).
-
-    Introduced in Chapter 7, *An explorer*.
-    """
+    """The gamma that makes ``alpha * beta**2 * gamma**2 == target`` (works on arrays too)."""
     return (target / (alpha * beta ** 2)) ** 0.5
 
 
@@ -250,8 +232,6 @@ def explorer_figure(
     drawn as gamma over the (alpha, beta) plane.
 
     Returns the matplotlib ``Figure`` (matplotlib is imported here, not by the package).
-
-    Introduced in Chapter 7, *An explorer*.
     """
     import matplotlib.pyplot as plt
     import numpy as np

@@ -16,14 +16,14 @@ Two things make these models awkward to export, and both are handled here:
   runtime support. The graph therefore ends at the raw per-level class and box tensors, and
   :func:`~effnet_tutorial.postprocess.postprocess_detections` runs on their outputs.
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
 import copy
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,8 +131,6 @@ def static_padding_copy(model: nn.Module, image_size: ImageSize, batch_size: int
     :class:`~effnet_tutorial.layers.Conv2dSame` and BiFPN :class:`~effnet_tutorial.bifpn.Resample`,
     and swaps them for :class:`StaticPadConv2d` and :class:`StaticResample`. Same weights, same
     outputs at that size; the original model is untouched.
-
-    Introduced in the appendix, *Performance and export*.
     """
     h, w = _hw(image_size)
     model = copy.deepcopy(model).eval()
@@ -195,8 +193,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: ImageSize
     "Same" padding becomes static padding for ``image_size`` (:func:`static_padding_copy`), so
     the graph holds no shape arithmetic; feed it exactly ``(batch_size, 3, H, W)``.
     Uses the TorchScript-based exporter (``dynamo=False``), which needs only ``onnx``.
-
-    Introduced in the appendix, *Performance and export*.
     """
     require("onnx", purpose="ONNX export")
     h, w = _hw(image_size)
@@ -222,8 +218,6 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, image_size: ImageSize,
     Feeds the same seeded random batch to ``model`` (eval mode, on CPU) and to the ONNX file,
     and returns ``max |onnx - torch| / max |torch|`` over all outputs. Below ``1e-4`` means
     the export is faithful to float32 rounding.
-
-    Introduced in the appendix, *Performance and export*.
     """
     require("onnxruntime", purpose="Checking an ONNX file")
     import onnxruntime as ort

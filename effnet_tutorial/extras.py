@@ -20,7 +20,7 @@ book       all of the above                 every chapter of the book
 :func:`require` is called at the start of each such feature, so a missing package stops the
 work at once with the command that installs it, not after an epoch of training.
 
-Introduced in Chapter 1, *Introduction*.
+In the book: Chapter 1, *Introduction: from a depthwise convolution to EfficientDet*.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """``create_model``: every model of the book by the name timm and effdet give it.
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from torch import nn
 
@@ -41,7 +41,7 @@ _DETECTOR_OPTIONS = set(DetectorConfig.__dataclass_fields__)
 
 def _detector_builder(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 90, pretrained: bool = False,
-              checkpoint_path: Optional[str] = None, pretrained_backbone: bool = False,
+              checkpoint_path: str | None = None, pretrained_backbone: bool = False,
               **options) -> nn.Module:
         if pretrained and checkpoint_path:
             raise ValueError("pass pretrained=True or checkpoint_path=, not both")
@@ -68,14 +68,11 @@ for _name in DETECTOR_PRESETS:
 
 
 def list_models() -> list[str]:
-    """Every name :func:`create_model` accepts.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """Every name :func:`create_model` accepts."""
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_classes: Optional[int] = None, **options) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, **options) -> nn.Module:
     """Build a model of the book by name, with random weights unless ``pretrained=True``.
 
     Classifiers are named as timm names them: ``efficientnet_b0`` ... ``efficientnet_b8``,
@@ -101,8 +98,6 @@ def create_model(name: str, num_classes: Optional[int] = None, **options) -> nn.
     >>> model = create_model("efficientnet_b0")
     >>> count_parameters(model)  # doctest: +SKIP
     5288548
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(list_models())}")

@@ -14,14 +14,13 @@ speed or memory, so each is a separate switch and the book measures what it buys
 * :func:`maybe_compile`: ``torch.compile`` when it works, the eager model otherwise.
 * :func:`autocast`: mixed precision (bfloat16 on CPU, float16 on CUDA).
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import warnings
-from typing import Optional
 
 import torch
 from torch import nn
@@ -33,8 +32,6 @@ from .layers import DepthwiseSeparableConv2d
 @torch.no_grad()
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Fold an eval-mode ``bn`` into ``conv`` in place (adding a bias if needed); returns ``conv``.
-
-    Introduced in the appendix, *Performance and export*.
     """
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
     conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
@@ -55,8 +52,6 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     head), the BiFPN's resampling and node convolutions. The detection heads keep their BNs:
     there one convolution is shared by five levels, each with its own BN, so no single fused
     weight exists. Only for inference: the fused copy has no batch statistics to train.
-
-    Introduced in the appendix, *Performance and export*.
     """
     fused = copy.deepcopy(model).eval()
     for m in fused.modules():
@@ -88,18 +83,12 @@ class _SwishFunction(torch.autograd.Function):
 
 
 def memory_efficient_swish(x: torch.Tensor) -> torch.Tensor:
-    """Swish/SiLU as one autograd function that saves only ``x`` for backward.
-
-    Introduced in the appendix, *Performance and export*.
-    """
+    """Swish/SiLU as one autograd function that saves only ``x`` for backward."""
     return _SwishFunction.apply(x)
 
 
 class MemoryEfficientSwish(nn.Module):
-    """Module form of :func:`memory_efficient_swish`, a drop-in for ``nn.SiLU``.
-
-    Introduced in the appendix, *Performance and export*.
-    """
+    """Module form of :func:`memory_efficient_swish`, a drop-in for ``nn.SiLU``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return _SwishFunction.apply(x)
@@ -109,8 +98,6 @@ def use_memory_efficient_swish(model: nn.Module) -> nn.Module:
     """Replace every ``nn.SiLU`` of ``model`` by :class:`MemoryEfficientSwish`, in place.
 
     Returns ``model``. The outputs and gradients are those of SiLU (to float rounding).
-
-    Introduced in the appendix, *Performance and export*.
     """
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.SiLU):
@@ -125,8 +112,6 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Store ``model``'s 4-D weights as NHWC (``torch.channels_last``), in place; returns it.
 
     Feed it channels-last inputs too: ``x.to(memory_format=torch.channels_last)``.
-
-    Introduced in the appendix, *Performance and export*.
     """
     return model.to(memory_format=torch.channels_last)
 
@@ -136,8 +121,6 @@ def maybe_compile(model: nn.Module, enabled: bool = True, **options) -> nn.Modul
 
     Compilation is lazy: the first call pays for it (tens of seconds to minutes on a CPU), and a
     new input shape compiles again. Call once on a representative input before timing.
-
-    Introduced in the appendix, *Performance and export*.
     """
     if not enabled:
         return model
@@ -149,11 +132,8 @@ def maybe_compile(model: nn.Module, enabled: bool = True, **options) -> nn.Modul
 
 
 def autocast(device: torch.device | str, enabled: bool = True,
-             dtype: Optional[torch.dtype] = None) -> contextlib.AbstractContextManager:
-    """Mixed precision for ``device``: float16 on CUDA, bfloat16 on CPU (unless ``dtype``).
-
-    Introduced in the appendix, *Performance and export*.
-    """
+             dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+    """Mixed precision for ``device``: float16 on CUDA, bfloat16 on CPU (unless ``dtype``)."""
     device = torch.device(device)
     if not enabled:
         return contextlib.nullcontext()
@@ -167,8 +147,6 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
     """The inference path in one call: an eval-mode copy, fused, optionally NHWC and compiled.
 
     On a GPU add :func:`autocast` around the call. The original model is untouched.
-
-    Introduced in the appendix, *Performance and export*.
     """
     fast = fuse_conv_bn(model) if fuse else copy.deepcopy(model).eval()
     if channels_last:

@@ -7,7 +7,7 @@ also swaps every batch norm for :class:`FrozenBatchNorm2d`, which applies the st
 as a fixed affine map in training and at inference alike (torchvision and detectron2 do the
 same for their detection backbones).
 
-Introduced in Part IV, *Fine-tuning and scaling up*.
+In the book: Chapter 15, *Fine-tuning and scaling up*.
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from torch import nn
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters: ``y = (x - mean) / sqrt(var + eps)
     * weight + bias``, the same in training and evaluation; all four are buffers, not parameters.
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
 
     def __init__(self, bn: nn.BatchNorm2d) -> None:
@@ -42,8 +40,6 @@ def freeze(module: nn.Module) -> nn.Module:
     a :class:`FrozenBatchNorm2d` with its current statistics. Returns ``module``.
 
     ``freeze(model.backbone)`` trains only the BiFPN and the heads of a detector.
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
     if isinstance(module, nn.BatchNorm2d):
         raise ValueError("freeze() swaps the batch norms inside a module; pass the module that "
@@ -59,10 +55,7 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def count_trainable(module: nn.Module) -> int:
-    """The number of parameters of ``module`` that receive gradients.
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
-    """
+    """The number of parameters of ``module`` that receive gradients."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 

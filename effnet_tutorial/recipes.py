@@ -4,13 +4,12 @@ A setting that appears in a chapter and in a benchmark must be the same object, 
 the same numbers: :data:`CPU_SHAPES` is the from-scratch D0 run that Part IV's training chapter
 runs on a CPU and that ``benchmarks/train_d0_cpu.py`` runs for our D0 and for effdet's D0.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
 
 from .train import TrainConfig
 
@@ -24,8 +23,6 @@ class ShapesRecipe:
     cosine schedule spread over that time. On a CPU the time is the process's CPU time
     (``clock="process"``): run with one thread, that is the time the run takes on an idle core,
     whatever else shares the machine.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
 
     image_size: int = 256
@@ -78,11 +75,9 @@ def recipe_for(device) -> ShapesRecipe:
     return GPU_SHAPES if getattr(device, "type", str(device)) == "cuda" else CPU_SHAPES
 
 
-def write_shapes_data(root: Union[str, Path], recipe: ShapesRecipe = CPU_SHAPES) -> Path:
+def write_shapes_data(root: str | Path, recipe: ShapesRecipe = CPU_SHAPES) -> Path:
     """Generate the recipe's train and val splits into ``root`` (COCO layout) unless they are
     already there with the same settings; returns ``root``.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     import json
 

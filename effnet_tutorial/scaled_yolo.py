@@ -8,7 +8,7 @@ principles for tiny and large detectors (memory access cost, convolutional input
 receptive fields). Published COCO results of EfficientDet and Scaled-YOLOv4 are kept as data.
 
 Costs are multiply-adds of convolutions, counted with :func:`~effnet_tutorial.counting.count_flops`.
-Introduced in Chapter 8, *Scaled-YOLOv4: scaling beyond d, w, r*.
+In the book: Chapter 8, *Scaled-YOLOv4: scaling beyond d, w, r*.
 """
 from __future__ import annotations
 
@@ -58,18 +58,12 @@ def _check(kind: str, b: int, k: int) -> None:
 
 
 def conv(c_in: int, c_out: int, kernel_size: int = 1, groups: int = 1) -> nn.Conv2d:
-    """A bias-free stride-1 convolution that keeps the spatial size.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """A bias-free stride-1 convolution that keeps the spatial size."""
     return nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
 
 
 class Residual(nn.Module):
-    """``x + body(x)``: a residual block (BN and activations are left out: they cost no MACs).
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """``x + body(x)``: a residual block (BN and activations are left out: they cost no MACs)."""
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__()
@@ -83,8 +77,6 @@ def block(kind: LayerKind, channels: int, inner: int) -> Residual:
     """One block of a computational layer: ``channels`` in and out, ``inner`` inside.
 
     The paper's blocks have ``inner = b/4`` (res), ``b/2`` (resx) and ``b/2`` (dark).
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
     if kind == "res":
         return Residual(conv(channels, inner), conv(inner, inner, 3), conv(inner, channels))
@@ -102,10 +94,7 @@ def inner_width(kind: LayerKind, b: int) -> int:
 
 
 def computational_layer(kind: LayerKind, b: int, k: int) -> nn.Sequential:
-    """``k`` blocks of base width ``b`` (Table 1's "Res layer", "ResX layer", "Dark layer").
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """``k`` blocks of base width ``b`` (Table 1's "Res layer", "ResX layer", "Dark layer")."""
     _check(kind, b, k)
     return nn.Sequential(*[block(kind, b, inner_width(kind, b)) for _ in range(k)])
 
@@ -122,8 +111,6 @@ class CSPLayer(nn.Module):
     * ``"released"``: ``BottleneckCSP`` of the released models: 1x1 ``b -> b/2`` into the blocks,
       1x1 ``b -> b/2`` as the cross path, a 1x1 ``b/2 -> b/2`` transition and a 1x1 ``b -> b``
       after the concatenation: ``9/4 whb^2``.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
 
     def __init__(self, kind: LayerKind, b: int, k: int,
@@ -148,19 +135,13 @@ class CSPLayer(nn.Module):
 
 
 def layer_cost(kind: LayerKind, w: int, h: int, b: int, k: int) -> Fraction:
-    """Table 1: multiply-adds of a computational layer, ``coef * w*h*k*b**2``.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """Table 1: multiply-adds of a computational layer, ``coef * w*h*k*b**2``."""
     return BLOCK_COST[kind] * w * h * k * b * b
 
 
 def csp_layer_cost(kind: LayerKind, w: int, h: int, b: int, k: int,
                    overhead: Fraction = PAPER_CSP_OVERHEAD) -> Fraction:
-    """Table 2: multiply-adds of the CSP-ized layer, ``w*h*b**2 * (overhead + coef * k)``.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """Table 2: multiply-adds of the CSP-ized layer, ``w*h*b**2 * (overhead + coef * k)``."""
     return w * h * b * b * (Fraction(overhead) + CSP_BLOCK_COST[kind] * k)
 
 
@@ -170,8 +151,6 @@ def csp_reduction(kind: LayerKind, k: float = float("inf"),
 
     With ``k = inf`` (the default) the overhead drops out and the result is
     ``1 - CSP_BLOCK_COST / BLOCK_COST``: the paper's 23.5%, 46.7% and 50.0%.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
     if kind not in LAYER_KINDS:
         raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
@@ -202,8 +181,6 @@ def _conv_tensor_sizes(model: nn.Module, input_size: InputSize) -> list[tuple[in
 def memory_access_cost(model: nn.Module, input_size: InputSize) -> int:
     """ShuffleNet V2's memory access cost: for every conv, the elements it reads and writes
     (input map, output map, weights). For a 1x1 conv: ``hw*(c_in + c_out) + c_in*c_out``.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
     return sum(i + o + w for i, o, w in _conv_tensor_sizes(model, input_size))
 
@@ -211,8 +188,6 @@ def memory_access_cost(model: nn.Module, input_size: InputSize) -> int:
 def conv_io(model: nn.Module, input_size: InputSize) -> int:
     """Convolutional input/output (CIO, from HarDNet): the sum over convs of input plus output
     elements, a proxy for DRAM traffic.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
     return sum(i + o for i, o, _ in _conv_tensor_sizes(model, input_size))
 
@@ -221,8 +196,6 @@ class OSABlock(nn.Module):
     """One-shot aggregation (VoVNet/OSANet): ``k`` 3x3 convs of ``g`` channels in a chain, all
     their outputs concatenated once with the input (``b + k*g`` channels), then a 1x1 to ``out``
     (no 1x1 when ``out`` is None). The chain costs ``O(max(whbg, whkg^2))``.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
 
     def __init__(self, b: int, g: int, k: int, out: int | None = None) -> None:
@@ -243,8 +216,6 @@ class OSABlock(nn.Module):
 class DenseBlock(nn.Module):
     """DenseNet's block: ``k`` 3x3 convs of growth ``g``, layer ``i`` reading the input and all
     earlier outputs (``b + i*g`` channels). Its cost is ``O(whgbk)`` (plus ``whk^2g^2``).
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
 
     def __init__(self, b: int, g: int, k: int) -> None:
@@ -260,10 +231,7 @@ class DenseBlock(nn.Module):
 
 
 def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
-    """Receptive field (in input pixels) of a chain of ``(kernel, stride)`` layers.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """Receptive field (in input pixels) of a chain of ``(kernel, stride)`` layers."""
     field, jump = 1, 1
     for kernel, stride in layers:
         field += (kernel - 1) * jump
@@ -274,8 +242,6 @@ def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
 def csp_darknet_layers(blocks_per_stage: Sequence[int]) -> list[tuple[int, int]]:
     """``(kernel, stride)`` of a CSPDarknet-style backbone: a 3x3 stem, then per stage a 3x3
     stride-2 conv and ``n`` blocks (1x1 then 3x3). Width does not appear: it changes no kernel.
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
     """
     layers = [(3, 1)]
     for n in blocks_per_stage:
@@ -286,10 +252,7 @@ def csp_darknet_layers(blocks_per_stage: Sequence[int]) -> list[tuple[int, int]]
 
 @dataclass(frozen=True)
 class DetectorResult:
-    """One published COCO result: the model, its input side, and AP on test-dev (percent).
-
-    Introduced in Chapter 8, *Scaled-YOLOv4*.
-    """
+    """One published COCO result: the model, its input side, and AP on test-dev (percent)."""
 
     name: str
     input_size: int

@@ -6,7 +6,7 @@ Tan & Le (2019), Sec. 3.3: depth ``d = alpha**phi``, width ``w = beta**phi`` and
 = 1.2, 1.1, 1.15`` by a small grid search at ``phi = 1``; :func:`grid_search` runs such a search
 on any proxy task a reader supplies.
 
-Introduced in Part II, *Compound scaling*.
+In the book: Chapter 5, *Scaling one dimension at a time, and all three together*.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -28,10 +28,7 @@ PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Depth, width and resolution multipliers of one scaled network.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """Depth, width and resolution multipliers of one scaled network."""
 
     depth: float
     width: float
@@ -44,10 +41,7 @@ class Coefficients:
 
 
 def check_coefficients(alpha: float, beta: float, gamma: float) -> None:
-    """Raise ``ValueError`` unless alpha, beta and gamma are all at least 1 (the paper's rule).
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """Raise ``ValueError`` unless alpha, beta and gamma are all at least 1 (the paper's rule)."""
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not value >= 1.0:
             raise ValueError(f"{name} must be >= 1 (scaling never shrinks a dimension), got {value}")
@@ -56,27 +50,18 @@ def check_coefficients(alpha: float, beta: float, gamma: float) -> None:
 def compound_coefficients(
     phi: float, alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = PAPER_GAMMA
 ) -> Coefficients:
-    """``(alpha**phi, beta**phi, gamma**phi)``: the multipliers at compound coefficient ``phi``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """``(alpha**phi, beta**phi, gamma**phi)``: the multipliers at compound coefficient ``phi``."""
     check_coefficients(alpha, beta, gamma)
     return Coefficients(alpha ** phi, beta ** phi, gamma ** phi)
 
 
 def flops_constraint(alpha: float, beta: float, gamma: float) -> float:
-    """``alpha * beta**2 * gamma**2``, which the paper keeps near 2 (cost doubles per ``phi``).
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """``alpha * beta**2 * gamma**2``, which the paper keeps near 2 (cost doubles per ``phi``)."""
     return alpha * beta ** 2 * gamma ** 2
 
 
 def scaled_resolution(base_resolution: int, resolution_mult: float, multiple: int = 1) -> int:
-    """``base_resolution * resolution_mult`` rounded to the nearest multiple of ``multiple``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """``base_resolution * resolution_mult`` rounded to the nearest multiple of ``multiple``."""
     if base_resolution <= 0 or resolution_mult <= 0 or multiple <= 0:
         raise ValueError("base_resolution, resolution_mult and multiple must be positive")
     return max(multiple, int(round(base_resolution * resolution_mult / multiple)) * multiple)
@@ -87,8 +72,6 @@ def scaled_stage_table(
 ) -> list[StageSpec]:
     """The stage table that the rounding rules make of ``coefficients`` (see
     :func:`~effnet_tutorial.efficientnet.scale_stages`).
-
-    Introduced in Part II, *Compound scaling*.
     """
     return scale_stages(stages, coefficients.width, coefficients.depth, divisor)
 
@@ -100,8 +83,6 @@ def candidate_grid(
 
     alpha and beta run over ``1, 1 + step, ...``; gamma is solved from the constraint (so the
     constraint holds exactly) and the candidate is kept when ``gamma >= 1``.
-
-    Introduced in Part II, *Compound scaling*.
     """
     if step <= 0 or target < 1:
         raise ValueError(f"step must be > 0 and target >= 1, got {step}, {target}")
@@ -122,10 +103,7 @@ def candidate_grid(
 
 @dataclass
 class SearchResult:
-    """One candidate of a grid search with its scores over seeds.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """One candidate of a grid search with its scores over seeds."""
 
     alpha: float
     beta: float
@@ -148,14 +126,12 @@ def grid_search(
     candidates: Iterable[tuple[float, float, float]],
     seeds: Sequence[int] = (0, 1),
     phi: float = 1.0,
-    log: Optional[Callable[[str], None]] = print,
+    log: Callable[[str], None] | None = print,
 ) -> list[SearchResult]:
     """Score every candidate ``(alpha, beta, gamma)`` at ``phi`` and rank them, best first.
 
     ``evaluate(coefficients, seed)`` trains and evaluates one network (the caller decides the
     budget; give every candidate the same one) and returns a score where higher is better.
-
-    Introduced in Part II, *Compound scaling*.
     """
     candidates = list(candidates)
     if not candidates or not seeds:
@@ -204,8 +180,6 @@ def proxy_efficientnet(
     with weight 0, so each such block starts as the identity: deep stacks then train as fast as
     shallow ones in the first steps, which matters for the short training budgets of Part II
     (without it, depth-scaled proxies barely learn in one epoch).
-
-    Introduced in Part II, *Compound scaling*.
     """
     model = EfficientNet(
         width_mult=base_width * coefficients.width, depth_mult=base_depth * coefficients.depth,
@@ -226,10 +200,7 @@ PROXY_BASE_RESOLUTION = 20
 
 @dataclass
 class ProxyRun:
-    """One trained and evaluated proxy network: what it was, what it cost, how well it did.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """One trained and evaluated proxy network: what it was, what it cost, how well it did."""
 
     coefficients: Coefficients
     seed: int
@@ -248,15 +219,13 @@ class ProxyEvaluator:
     ``base_resolution * coefficients.resolution`` rounded to whole pixels. Instances are callables
     ``(coefficients, seed) -> accuracy``, which is what :func:`grid_search` wants; every run is
     also kept in ``runs``.
-
-    Introduced in Part II, *Compound scaling*.
     """
 
     def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
                  config: ClassifierConfig = ClassifierConfig(),
                  base_resolution: int = PROXY_BASE_RESOLUTION,
-                 log: Optional[Callable[[str], None]] = print) -> None:
+                 log: Callable[[str], None] | None = print) -> None:
         if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
             raise ValueError("images and labels must have the same length in both splits")
         if num_classes < 2 or base_resolution < 8:

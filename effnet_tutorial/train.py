@@ -13,7 +13,7 @@ of (seed, epoch, index), not of how many batches were drawn before. A NaN or inf
 training with a clear message and leaves the last good checkpoint in place. Several GPUs (or CPU
 processes) train with PyTorch's DistributedDataParallel when started with ``torchrun``.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,17 +41,14 @@ from .utils import try_gpu
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; the defaults are the paper's D0 recipe.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Every knob of a training run; the defaults are the paper's D0 recipe."""
 
     epochs: float = 300.0
     batch_size: int = 16
     optimizer: str = "sgd"  # "sgd" (the paper's) or "adamw" (faster from scratch on small budgets)
-    lr: Optional[float] = None  # None: 0.08 * batch_size / 64 for SGD (the reference's rule), 1e-3 for AdamW
+    lr: float | None = None  # None: 0.08 * batch_size / 64 for SGD (the reference's rule), 1e-3 for AdamW
     warmup_epochs: float = 1.0
-    warmup_lr_init: Optional[float] = None  # None: lr / 10 (the reference's 0.008 for 0.08)
+    warmup_lr_init: float | None = None  # None: lr / 10 (the reference's 0.008 for 0.08)
     min_lr: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -71,7 +68,7 @@ class TrainConfig:
     #: Train for this many minutes of training time (evaluation excluded) instead of ``epochs``;
     #: the cosine schedule then runs over the time budget, so a run on a slow machine still
     #: completes its schedule.
-    time_budget_minutes: Optional[float] = None
+    time_budget_minutes: float | None = None
     #: How training time is measured. ``"wall"`` (wall clock) is what a reader waits for;
     #: ``"process"`` counts the CPU time of this process, which on a shared CPU with one thread per
     #: run is the time the run would take alone (benchmarks use it; on a GPU it undercounts).
@@ -98,10 +95,7 @@ class TrainConfig:
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float,
                   warmup_init: float, min_lr: float = 0.0) -> float:
-    """Linear warm-up from ``warmup_init`` to ``base_lr``, then cosine decay to ``min_lr``.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Linear warm-up from ``warmup_init`` to ``base_lr``, then cosine decay to ``min_lr``."""
     if step < warmup_steps:
         return warmup_init + (base_lr - warmup_init) * step / max(1, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
@@ -109,10 +103,7 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on convolution and linear weights only; none on BN, biases, fusion weights.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Weight decay on convolution and linear weights only; none on BN, biases, fusion weights."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -127,7 +118,7 @@ class ModelEma:
     ``warmup``, ``d = min(decay, (1 + step) / (10 + step))`` (TensorFlow's
     ``ExponentialMovingAverage(num_updates=step)``, which the official EfficientDet uses): with
     decay 0.9998 and no warm-up, the average after 1,000 steps still holds 82% of the random
-    initial weights. Evaluation usually uses the EMA. Introduced in Part IV, *Training EfficientDet-D0*.
+    initial weights. Evaluation usually uses the EMA.
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
@@ -154,7 +145,7 @@ class ModelEma:
 def atomic_save(obj: object, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 
-    A crash mid-write leaves the previous file intact. Introduced in Part IV, *Training EfficientDet-D0*.
+    A crash mid-write leaves the previous file intact.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -183,7 +174,6 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
     ``transform`` must have an ``rng`` attribute (a ``random.Random``), as
     :func:`~effnet_tutorial.data.transforms.train_transforms` returns.
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
 
     def __init__(self, dataset, transform, seed: int = 0) -> None:
@@ -205,7 +195,7 @@ def _is_distributed() -> bool:
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Join the process group when started by ``torchrun``; returns ``(rank, world_size, device)``.
 
-    NCCL on CUDA, gloo on the CPU. Introduced in Part IV, *Training EfficientDet-D0*.
+    NCCL on CUDA, gloo on the CPU.
     """
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1, try_gpu()
@@ -233,8 +223,6 @@ class Trainer:
     Wrap a raw dataset with :class:`SeededAugmentation` for resumable augmentation. Outputs go
     to ``output_dir``: ``last.pth`` (checkpoint), ``metrics.jsonl`` (one JSON object per logged
     step or evaluation).
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
 
     def __init__(self, model: nn.Module, train_set: torch.utils.data.Dataset, config: TrainConfig,
@@ -283,7 +271,7 @@ class Trainer:
                 "step": self.step, "train_seconds": self.train_seconds, "rng": _rng_state(), "config": asdict(self.config),
                 "num_classes": getattr(self.model, "num_classes", None)}
 
-    def save_checkpoint(self, name: str = "last.pth") -> Optional[Path]:
+    def save_checkpoint(self, name: str = "last.pth") -> Path | None:
         """Write a checkpoint atomically (rank 0 only); returns its path."""
         if self.rank != 0:
             return None
@@ -386,10 +374,10 @@ class Trainer:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def fit(self, max_steps: Optional[int] = None,
-            on_epoch_end: Optional[Callable[["Trainer", int], None]] = None,
-            eval_every_minutes: Optional[float] = None,
-            on_eval: Optional[Callable[["Trainer"], dict]] = None) -> None:
+    def fit(self, max_steps: int | None = None,
+            on_epoch_end: Callable[["Trainer", int], None] | None = None,
+            eval_every_minutes: float | None = None,
+            on_eval: Callable[["Trainer"], dict] | None = None) -> None:
         """Train until ``total_steps`` or the time budget (or ``max_steps``, to stop early and
         resume later).
 

@@ -1,14 +1,15 @@
 """Small helpers every chapter uses: the device, the environment line, the CI switch, a timer,
 and ``glue`` for numbers the text quotes.
 
-Introduced in Chapter 1, *Introduction*.
+In the book: Chapter 1, *Introduction: from a depthwise convolution to EfficientDet*.
 """
 from __future__ import annotations
 
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 
@@ -20,25 +21,17 @@ def smoke_run() -> bool:
     """True when ``BOOK_SMOKE`` is set to a true value: notebooks then shrink their long work.
 
     The default (unset) is the real run a reader sees; CI sets ``BOOK_SMOKE=1``.
-
-    Introduced in Chapter 1, *Introduction*.
     """
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def try_gpu() -> torch.device:
-    """The first CUDA device if there is one, else the CPU (d2l's ``try_gpu``).
-
-    Introduced in Chapter 1, *Introduction*.
-    """
+    """The first CUDA device if there is one, else the CPU (d2l's ``try_gpu``)."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def environment_line() -> str:
-    """One line saying what a notebook ran on: package, torch, device and Python versions.
-
-    Introduced in Chapter 1, *Introduction*.
-    """
+    """One line saying what a notebook ran on: package, torch, device and Python versions."""
     from . import __version__
 
     device = try_gpu()
@@ -63,8 +56,6 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     :data:`~effnet_tutorial.utils.GLUE_PREFIX` otherwise. Outside IPython it prints the value
     when ``display`` is true.
     So a chapter never needs the book-building tools to run.
-
-    Introduced in Chapter 1, *Introduction*.
     """
     try:
         from myst_nb import glue as myst_glue
@@ -96,8 +87,6 @@ def time_it(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
     ``clock`` is wall-clock time by default; ``time.thread_time`` measures this thread's CPU
     time instead, which other processes on a busy machine do not inflate (for single-threaded
     work). Synchronises CUDA around each run so GPU timings are real.
-
-    Introduced in Chapter 2, *Depthwise separable convolutions*.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

@@ -2,31 +2,25 @@
 
 Only this module (and the notebooks) import matplotlib's pyplot; models and math never do.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 
-def read_metrics(path: Union[str, Path]) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file written by the trainer.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file written by the trainer."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def plot_metrics(records: Sequence[dict], ax=None):
-    """Loss against step (and COCO AP against step where evaluations were logged).
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Loss against step (and COCO AP against step where evaluations were logged)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -48,13 +42,10 @@ def plot_metrics(records: Sequence[dict], ax=None):
     return ax
 
 
-def draw_detections(image: Union[torch.Tensor, np.ndarray], detections: dict,
-                    class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.3,
+def draw_detections(image: torch.Tensor | np.ndarray, detections: dict,
+                    class_names: Sequence[str] | None = None, score_threshold: float = 0.3,
                     ax=None):
-    """Draw **xyxy** boxes with labels and scores over an image (``(3, H, W)`` or ``(H, W, 3)``).
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Draw **xyxy** boxes with labels and scores over an image (``(3, H, W)`` or ``(H, W, 3)``)."""
     import matplotlib.pyplot as plt
 
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
@@ -78,12 +69,10 @@ def draw_detections(image: Union[torch.Tensor, np.ndarray], detections: dict,
     return ax
 
 
-def plot_precision_recall(stats: dict, class_names: Optional[Sequence[str]] = None, iou_index: int = 0,
+def plot_precision_recall(stats: dict, class_names: Sequence[str] | None = None, iou_index: int = 0,
                           ax=None):
     """Precision against recall per class at one IoU threshold (index 0 is IoU 0.5), from
     :func:`~effnet_tutorial.evaluate.coco_evaluate`'s result.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
     """
     import matplotlib.pyplot as plt
 
@@ -113,7 +102,7 @@ def fusion_weights(model: torch.nn.Module) -> list[list[tuple[str, list[str], np
 
     Node names follow the paper's figure: ``P6_td`` ... ``P3_out`` on the top-down path and
     ``P4_out`` ... ``P7_out`` on the bottom-up path; inputs are named the same way, with the layer's
-    own inputs as ``P3_in`` ... ``P7_in``. Introduced in Part IV, *Training EfficientDet-D0*.
+    own inputs as ``P3_in`` ... ``P7_in``.
     """
     import torch.nn.functional as F
 
@@ -139,10 +128,7 @@ def fusion_weights(model: torch.nn.Module) -> list[list[tuple[str, list[str], np
 
 
 def plot_fusion_weights(model: torch.nn.Module, layer: int = -1, ax=None):
-    """Stacked bars: how much each input contributes to each node of one BiFPN layer.
-
-    Introduced in Part IV, *Training EfficientDet-D0*.
-    """
+    """Stacked bars: how much each input contributes to each node of one BiFPN layer."""
     import matplotlib.pyplot as plt
 
     rows = fusion_weights(model)[layer]
@@ -175,7 +161,7 @@ class LivePlot:
     Call :meth:`update` with the records so far (:func:`read_metrics` of the trainer's
     ``metrics.jsonl``, plus the evaluation being made, from the trainer's ``on_eval`` callback);
     in a notebook the figure replaces itself, elsewhere nothing is shown.
-    The stored notebook keeps the last drawing. Introduced in Part IV, *Training EfficientDet-D0*.
+    The stored notebook keeps the last drawing.
     """
 
     def __init__(self) -> None:

@@ -10,13 +10,13 @@ expansion, in the first stage's depthwise-separable block it is the projection. 
 them by role (``expand``, ``depthwise``, ``se``, ``project``), so conversion is a renaming that
 looks at each block's keys to know which kind of block it is.
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -45,8 +45,6 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch
     ``create_model(name).load_state_dict(from_timm(timm_model.state_dict()))`` then loads
     strictly for the same-named model. Works for classifiers and for timm's ``features_only``
     backbones (which have no head). Raises ``ValueError`` naming any key it does not recognise.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     # A block is depthwise-separable when it has no linear projection ``conv_pwl``.
     ir_blocks = {m.group(1, 2) for k in state_dict if (m := _BLOCK.match(k)) and m.group(3) == "conv_pwl"}
@@ -95,8 +93,6 @@ def from_efficientnet_pytorch(state_dict: Mapping[str, torch.Tensor],
     block count of each stage, ``[s.repeats for s in model.stage_specs]``) says where each stage
     starts. Raises ``ValueError`` naming any key it does not recognise or a block count that
     does not match.
-
-    Introduced in Chapter 4, *EfficientNet-B0 and its family*.
     """
     where = [(stage, block) for stage, n in enumerate(stage_repeats) for block in range(n)]
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
@@ -150,8 +146,6 @@ def from_effdet(state_dict: Mapping[str, torch.Tensor],
     ``fpn.resample.{i}`` (the extra levels P6, P7, made from P5) become ``fpn.extra_levels.{i-3}``.
     Checkpoints saved with ``head_bn_level_first=True`` (effdet's TorchScript layout) are not
     accepted: load them into effdet and call ``toggle_head_bn_level_first()`` first.
-
-    Introduced in Part III, *EfficientDet D0-D7*.
     """
     backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict(

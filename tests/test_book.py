@@ -277,3 +277,42 @@ def test_every_third_party_import_is_in_requirements():
             if DISTRIBUTION.get(name, name).lower().replace("_", "-") not in wanted:
                 missing.setdefault(name, where)
     assert not missing, f"imported but not in requirements.txt (name: first place): {missing}"
+
+
+def chapter_titles() -> dict[str, str]:
+    """``"Chapter N"`` (numbered chapters, in the order of ``_toc.yml``) or ``"the appendix"``
+    -> the notebook's title, as the package's ``In the book:`` lines name them."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    titles, number = {}, 0
+    for part in toc["parts"]:
+        for chapter in part["chapters"]:
+            path = ROOT / (chapter["file"] + ".ipynb")
+            if not path.exists():
+                continue
+            title = next(line[2:].strip() for line in markdown_cells(load(path))[0].splitlines()
+                         if line.startswith("# "))
+            if part.get("numbered"):
+                number += 1
+                titles[f"Chapter {number}"] = title
+            elif part["caption"] == "Appendix":
+                titles["the appendix"] = title.removeprefix("Appendix: ")
+    return titles
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "effnet_tutorial").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_names_its_chapter_once(path):
+    """One ``In the book:`` line per module docstring, naming a chapter by its real title;
+    no per-function cross-references to drift out of date."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    assert "Introduced in" not in path.read_text(encoding="utf-8")
+    doc = ast.get_docstring(tree) or ""
+    refs = re.findall(r"^In the book: (Chapter \d+|the appendix), \*(.+)\*\.$", doc, re.MULTILINE)
+    if path.name in ("__main__.py",) or (path.name == "__init__.py" and path.parent.name != "benchmark"
+                                         and path.parent.name != "fast"):
+        assert not refs
+        return
+    assert len(refs) == 1, f"{path}: the module docstring needs one 'In the book: ...' line"
+    where, title = refs[0]
+    titles = chapter_titles()
+    assert titles.get(where) == title, f"{path}: {where} is titled {titles.get(where)!r}"

@@ -10,7 +10,7 @@ row is measured), :mod:`~effnet_tutorial.benchmark.workloads` (what is run),
 :mod:`~effnet_tutorial.benchmark.records` (measured records the chapters plot). Needs the
 ``reference`` extra, except for the records.
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 It needs the ``reference`` extra (timm, torchvision, effdet): ``pip install
 'effnet_tutorial[reference]'``.
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -27,9 +26,9 @@ from .workloads import classifier_rows, compile_row, detector_rows
 DEFAULT_OUT = Path("bench.json")
 
 
-def run(mode: str = "full", threads: Optional[int] = None, out: Optional[Path] = DEFAULT_OUT,
+def run(mode: str = "full", threads: int | None = None, out: Path | None = DEFAULT_OUT,
         memory: bool = True, compile: bool = False, compile_budget_s: float = 300.0,
-        only: Optional[str] = None) -> dict:
+        only: str | None = None) -> dict:
     """Run the benchmark; returns (and writes, unless ``out`` is None) the results dict.
 
     ``mode`` is ``full``, ``quick`` or ``smoke``
@@ -72,7 +71,7 @@ def run(mode: str = "full", threads: Optional[int] = None, out: Optional[Path] =
     return result
 
 
-def main(argv: Optional[list[str]] = None, default_out: Path = DEFAULT_OUT) -> None:
+def main(argv: list[str] | None = None, default_out: Path = DEFAULT_OUT) -> None:
     """The command line: ``--quick``, ``--mode``, ``--out``, ``--threads``, ``--only``, ...."""
     p = argparse.ArgumentParser(prog="python -m effnet_tutorial.benchmark",
                                 description="Benchmark effnet_tutorial against timm, torchvision and effdet on this machine.")

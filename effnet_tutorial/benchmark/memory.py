@@ -1,6 +1,6 @@
 """Peak training memory: a fresh process per model, and an exact tensor-memory replay.
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -89,7 +89,7 @@ def memory_worker(job: str, s: Settings) -> dict:
             "method": method, "tensor_peak_mb": tensor_peak_mb(step)}
 
 
-def tensor_peak_mb(step: Callable[[], object]) -> Optional[float]:
+def tensor_peak_mb(step: Callable[[], object]) -> float | None:
     """Peak of the tensor bytes that one call of ``step`` holds at once beyond what existed before.
 
     Replays the allocations and frees that ``torch.profiler`` records (``profile_memory=True``)
@@ -116,7 +116,7 @@ def tensor_peak_mb(step: Callable[[], object]) -> Optional[float]:
     return peak / 2**20
 
 
-def _status_mb(field_name: str) -> Optional[float]:
+def _status_mb(field_name: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
@@ -126,11 +126,11 @@ def _status_mb(field_name: str) -> Optional[float]:
     return None
 
 
-def _current_rss_mb() -> Optional[float]:
+def _current_rss_mb() -> float | None:
     return _status_mb("VmRSS")
 
 
-def _peak_rss_mb() -> Optional[float]:
+def _peak_rss_mb() -> float | None:
     return _status_mb("VmHWM")
 
 

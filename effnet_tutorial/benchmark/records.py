@@ -5,7 +5,7 @@ of the repository with ``--record`` (``benchmarks/train_d0_cpu.py --record`` wri
 ``train_d0_cpu.json``). Installing the package installs the records, so a chapter plots them
 from any folder, Colab included.
 
-Introduced in Part IV, *Training EfficientDet-D0*.
+In the book: Chapter 14, *Training EfficientDet-D0*.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ thread count, alternating them (ours then reference, then reference then ours, .
 warm-up; a row reports the medians, their ratio ours / reference and the quartiles of the
 per-pair ratios. No timing is ever asserted in a test.
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -57,14 +57,14 @@ class Row:
 
     name: str
     reference: str
-    ours_ms: Optional[float] = None
-    ref_ms: Optional[float] = None
-    ratio: Optional[float] = None
+    ours_ms: float | None = None
+    ref_ms: float | None = None
+    ratio: float | None = None
     unit: str = "ms"
     note: str = ""
     ours_runs: list = field(default_factory=list)
     ref_runs: list = field(default_factory=list)
-    pair_quartiles: Optional[list] = None  # quartiles of ours_i / ref_i over the pairs
+    pair_quartiles: list | None = None  # quartiles of ours_i / ref_i over the pairs
 
 
 
@@ -94,7 +94,7 @@ def machine_info(threads: int) -> dict:
             "versions": versions, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def _dist_version(name: str) -> Optional[str]:
+def _dist_version(name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -103,7 +103,7 @@ def _dist_version(name: str) -> Optional[str]:
         return None
 
 
-def choose_threads(threads: Optional[int] = None) -> tuple[int, str]:
+def choose_threads(threads: int | None = None) -> tuple[int, str]:
     """The torch thread count and why: as given, else all cores (at most 8), else 1 when busy.
 
     When other jobs already keep every core busy (1-minute load average above the core count),

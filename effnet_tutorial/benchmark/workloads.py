@@ -3,12 +3,12 @@
 Each reference (timm, torchvision, effdet) is built with the settings our model has, and each
 training step does the same work on both sides (see ``benchmarks/README.md`` for the rows).
 
-Introduced in the appendix, *Performance and export*.
+In the book: the appendix, *Performance and export*.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

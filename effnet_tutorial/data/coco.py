@@ -8,7 +8,7 @@ Boxes outside the image are clipped; boxes with no area after clipping are dropp
 warning that counts them; crowd annotations are skipped for training (as in the reference);
 images without objects are kept: they are valid training data (all anchors negative).
 
-Introduced in Part IV, *Data for detection*.
+In the book: Chapter 13, *Data for detection*.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,10 +25,7 @@ Target = dict[str, torch.Tensor]
 
 
 class CocoFormatError(ValueError):
-    """A COCO annotation file that cannot be used as it is (the message names the file).
-
-    Introduced in Part IV, *Data for detection*.
-    """
+    """A COCO annotation file that cannot be used as it is (the message names the file)."""
 
 
 def _require(obj: dict, keys: tuple[str, ...], where: str, path: Path) -> None:
@@ -43,12 +40,10 @@ class CocoDetection(torch.utils.data.Dataset):
     ``image`` is a uint8 ``(3, H, W)`` tensor; ``target`` holds ``boxes`` (``(N, 4)`` float
     **xyxy** pixels), ``labels`` (``(N,)`` int64, 0-based), ``image_id`` and ``orig_size``
     (``(H, W)``). ``transform(image, target)`` runs on both, if given.
-
-    Introduced in Part IV, *Data for detection*.
     """
 
-    def __init__(self, image_dir: Union[str, Path], annotation_file: Union[str, Path],
-                 transform: Optional[Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]] = None,
+    def __init__(self, image_dir: str | Path, annotation_file: str | Path,
+                 transform: Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]] | None = None,
                  skip_crowd: bool = True) -> None:
         self.image_dir, self.annotation_file = Path(image_dir), Path(annotation_file)
         self.transform = transform

@@ -19,7 +19,7 @@ package reads (:func:`effnet_tutorial.data.shapes.write_coco_dataset`,
 ``annotations/instances_<split>.json``, so ``python -m effnet_tutorial train --data <root>``
 and :class:`effnet_tutorial.data.coco.CocoDetection` work on it unchanged.
 
-Introduced in Part IV, *Fine-tuning and scaling up*.
+In the book: Chapter 13, *Data for detection*.
 """
 from __future__ import annotations
 
@@ -51,17 +51,11 @@ _CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """An archive whose SHA-256 is not the expected one (the message names both hashes).
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
-    """
+    """An archive whose SHA-256 is not the expected one (the message names both hashes)."""
 
 
 def sha256_of(path: str | Path) -> str:
-    """The SHA-256 of a file as 64 lowercase hex digits, read in chunks (archives can be large).
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
-    """
+    """The SHA-256 of a file as 64 lowercase hex digits, read in chunks (archives can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -149,8 +143,6 @@ def download_pennfudan(root: str | Path, url: str = PENNFUDAN_URL,
       download and raises :class:`ChecksumError`.
 
     ``progress`` prints plain-text progress lines (no widgets, so it works in logs).
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -217,8 +209,6 @@ def extract_pennfudan(archive: str | Path, root: str | Path) -> Path:
     archive is unpacked into a temporary folder and moved into place only if it holds
     ``PennFudanPed/PNGImages`` and ``PennFudanPed/PedMasks``, so a folder under the final name is
     always complete (an earlier one is replaced).
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
     archive, root = Path(archive), Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -283,8 +273,6 @@ def pennfudan_to_coco(src_dir: str | Path, out_root: str | Path,
     Raises :class:`FileNotFoundError` naming the file if an image has no mask, and
     :class:`ValueError` if a mask is not single-channel or its size differs from its image's.
     Returns ``{split: {"images": n, "boxes": m}}``.
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
     from PIL import Image
 
@@ -365,8 +353,6 @@ def prepare_pennfudan(root: str | Path, url: str = PENNFUDAN_URL,
     conversion records its ``val_images`` and ``seed`` in ``coco/pennfudan.json`` (written last,
     so it also marks a finished conversion); other values convert again from the extracted
     folder.
-
-    Introduced in Part IV, *Fine-tuning and scaling up*.
     """
     root = Path(root)
     coco = root / "coco"

@@ -4,7 +4,7 @@ matplotlib ships one photograph (Grace Hopper in uniform); scikit-image ships se
 cat, a cup of coffee, an astronaut, a rocket, a motorcycle). Nothing is downloaded: a photo is
 found inside the installed package, or :func:`photo_path` says what to install.
 
-Introduced in Chapter 4, *EfficientNet-B0 and its family*.
+In the book: Chapter 4, *EfficientNet-B0 and its family*.
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@ depth can help. Position, size, rotation, colours, stripe phase and sensor noise
 is not solved by memorising pixels.
 
 Everything comes from a seeded NumPy generator: the same seed gives the same images, and classes
-are exactly balanced. Introduced in Part II, *Compound scaling*.
+are exactly balanced.
+
+In the book: Chapter 5, *Scaling one dimension at a time, and all three together*.
 """
 from __future__ import annotations
 
@@ -26,10 +28,7 @@ CLASS_NAMES: tuple[str, ...] = tuple(f"{s}/{t}" for s in SHAPES for t in TEXTURE
 
 @dataclass
 class ProxySplit:
-    """Images as ``uint8 (N, 3, S, S)`` and labels as ``int64 (N,)``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """Images as ``uint8 (N, 3, S, S)`` and labels as ``int64 (N,)``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -71,10 +70,7 @@ def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, period: int, phase: i
 
 
 def render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One ``(3, size, size)`` uint8 image of class ``label`` drawn with ``rng``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """One ``(3, size, size)`` uint8 image of class ``label`` drawn with ``rng``."""
     if not 0 <= label < len(CLASS_NAMES):
         raise ValueError(f"label must be in [0, {len(CLASS_NAMES)}), got {label}")
     shape, texture = SHAPES[label // len(TEXTURES)], TEXTURES[label % len(TEXTURES)]
@@ -97,10 +93,7 @@ def render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_proxy_dataset(per_class: int, size: int = 32, seed: int = 0) -> ProxySplit:
-    """``per_class`` images of every class (balanced), shuffled, deterministic for ``seed``.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """``per_class`` images of every class (balanced), shuffled, deterministic for ``seed``."""
     if per_class < 1 or size < 16:
         raise ValueError(f"need per_class >= 1 and size >= 16, got {per_class}, {size}")
     rng = np.random.default_rng(seed)
@@ -112,9 +105,6 @@ def make_proxy_dataset(per_class: int, size: int = 32, seed: int = 0) -> ProxySp
 
 def make_proxy_splits(train_per_class: int, test_per_class: int, size: int = 32,
                       seed: int = 0) -> tuple[ProxySplit, ProxySplit]:
-    """A training split and a held-out split drawn from independent seeds.
-
-    Introduced in Part II, *Compound scaling*.
-    """
+    """A training split and a held-out split drawn from independent seeds."""
     return (make_proxy_dataset(train_per_class, size, seed),
             make_proxy_dataset(test_per_class, size, seed + 10_000))

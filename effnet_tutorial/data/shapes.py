@@ -6,14 +6,15 @@ background that is a colour gradient with noise and clutter lines. The dataset i
 exactly like COCO (``images/<split>/*.png`` plus ``annotations/instances_<split>.json``), so that
 training and evaluation read it through the same code path as real data.
 
-Deterministic for a seed. Introduced in Part IV, *Data for detection*.
+Deterministic for a seed.
+
+In the book: Chapter 13, *Data for detection*.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -22,10 +23,7 @@ SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
 @dataclass
 class Scene:
-    """One generated image with its objects: boxes are **xyxy** pixels, labels 0-based.
-
-    Introduced in Part IV, *Data for detection*.
-    """
+    """One generated image with its objects: boxes are **xyxy** pixels, labels 0-based."""
 
     image: np.ndarray  # (H, W, 3) uint8
     boxes: np.ndarray  # (N, 4) float32 xyxy
@@ -69,8 +67,6 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 256,
                  max_objects: int = 6, min_size: float = 8.0, max_size: float = 0.5) -> Scene:
     """Draw one scene; object sizes are log-uniform between ``min_size`` pixels and
     ``max_size`` times the shorter image side, so small objects are common.
-
-    Introduced in Part IV, *Data for detection*.
     """
     if height < 16 or width < 16 or max_objects < 0 or min_size < 2:
         raise ValueError("need height, width >= 16, max_objects >= 0 and min_size >= 2")
@@ -102,14 +98,12 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 256,
     return Scene(np.clip(img, 0, 255).astype(np.uint8), boxes_arr, np.array(labels, np.int64))
 
 
-def write_coco_dataset(root: Union[str, Path], split: str, num_images: int, seed: int = 0,
+def write_coco_dataset(root: str | Path, split: str, num_images: int, seed: int = 0,
                        height: int = 256, width: int = 256, max_objects: int = 6,
                        min_size: float = 8.0, max_size: float = 0.5) -> Path:
     """Generate ``num_images`` scenes into ``root/images/<split>/`` and write
     ``root/annotations/instances_<split>.json`` (COCO: boxes ``[x, y, w, h]``, category ids from
     1); returns the JSON's path.
-
-    Introduced in Part IV, *Data for detection*.
     """
     from PIL import Image
 

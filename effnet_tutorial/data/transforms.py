@@ -8,12 +8,12 @@ Evaluation uses the same resize-and-pad with factor 1 and no crop. Every transfo
 returns ``(image, target)``: a float ``(3, H, W)`` image in 0-255 units and a target whose
 ``boxes`` are **xyxy** pixels; boxes cut by a crop are clipped, and dropped if nothing is left.
 
-Introduced in Part IV, *Data for detection*.
+In the book: Chapter 13, *Data for detection*.
 """
 from __future__ import annotations
 
 import random
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,9 @@ Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 
 class Compose:
-    """Apply transforms in order.
+    """Apply transforms in order."""
 
-    Introduced in Part IV, *Data for detection*.
-    """
-
-    def __init__(self, transforms: Sequence[Transform], rng: Optional[random.Random] = None) -> None:
+    def __init__(self, transforms: Sequence[Transform], rng: random.Random | None = None) -> None:
         self.transforms = list(transforms)
         self.rng = rng  # the generator the random transforms share, if any (reseedable)
 
@@ -41,12 +38,9 @@ class Compose:
 
 
 class HorizontalFlip:
-    """Mirror left-right with probability ``p``: ``x -> W - x`` for both box corners.
+    """Mirror left-right with probability ``p``: ``x -> W - x`` for both box corners."""
 
-    Introduced in Part IV, *Data for detection*.
-    """
-
-    def __init__(self, p: float = 0.5, rng: Optional[random.Random] = None) -> None:
+    def __init__(self, p: float = 0.5, rng: random.Random | None = None) -> None:
         self.p, self.rng = p, rng or random.Random()
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
@@ -82,8 +76,6 @@ class ResizePad:
     """Evaluation: fit the longer side to ``size``, paste top-left, pad with the mean colour.
 
     Adds ``target["scale"]``: original pixels per output pixel, to map predictions back.
-
-    Introduced in Part IV, *Data for detection*.
     """
 
     def __init__(self, size: int) -> None:
@@ -99,12 +91,10 @@ class ResizePad:
 
 class RandomScaleCrop:
     """Training: scale jitter in ``scale_range`` times ``size``, random crop, pad (the paper's recipe).
-
-    Introduced in Part IV, *Data for detection*.
     """
 
     def __init__(self, size: int, scale_range: tuple[float, float] = (0.1, 2.0),
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: random.Random | None = None) -> None:
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
         self.size, self.scale_range, self.rng = size, scale_range, rng or random.Random()
@@ -122,36 +112,24 @@ class RandomScaleCrop:
 
 
 class Normalize:
-    """ImageNet mean/std normalisation of a 0-255 image; boxes untouched.
-
-    Introduced in Part IV, *Data for detection*.
-    """
+    """ImageNet mean/std normalisation of a 0-255 image; boxes untouched."""
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         return normalize(image.float()), target
 
 
-def train_transforms(size: int, scale_range: tuple[float, float] = (0.1, 2.0), seed: Optional[int] = None) -> Compose:
-    """The paper's training pipeline: flip, scale jitter with crop, pad, normalise.
-
-    Introduced in Part IV, *Data for detection*.
-    """
+def train_transforms(size: int, scale_range: tuple[float, float] = (0.1, 2.0), seed: int | None = None) -> Compose:
+    """The paper's training pipeline: flip, scale jitter with crop, pad, normalise."""
     rng = random.Random(seed)
     return Compose([HorizontalFlip(0.5, rng), RandomScaleCrop(size, scale_range, rng), Normalize()], rng)
 
 
 def eval_transforms(size: int) -> Compose:
-    """Evaluation pipeline: resize-and-pad, normalise.
-
-    Introduced in Part IV, *Data for detection*.
-    """
+    """Evaluation pipeline: resize-and-pad, normalise."""
     return Compose([ResizePad(size), Normalize()])
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
-    """Stack same-sized images; keep targets as a list (each image has its own number of boxes).
-
-    Introduced in Part IV, *Data for detection*.
-    """
+    """Stack same-sized images; keep targets as a list (each image has its own number of boxes)."""
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)
