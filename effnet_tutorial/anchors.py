@@ -27,6 +27,7 @@ In the book: Chapter 10, *Anchors, IoU, matching and box coding*.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -136,6 +137,23 @@ def generate_anchors(
         )  # (H, W, A, 4)
         per_level.append(boxes.reshape(-1, 4))
     return torch.cat(per_level).float()
+
+
+@lru_cache(maxsize=16)
+def _cached_anchors(size: tuple[int, int], min_level: int, max_level: int, num_scales: int,
+                    aspect_ratios: tuple, anchor_scale: float) -> torch.Tensor:
+    return generate_anchors(size, min_level, max_level, num_scales, aspect_ratios, anchor_scale)
+
+
+def anchors_for(model: torch.nn.Module, size: ImageSize) -> torch.Tensor:
+    """The **xyxy** anchors of a detector's ``model.config`` for an input of ``size`` (cached).
+
+    Training, evaluation and prediction all ask for the same few grids; the cache keeps one
+    copy of each (16 at most). Treat the returned tensor as read-only.
+    """
+    c = model.config
+    return _cached_anchors(_as_hw(size), c.min_level, c.max_level, c.num_scales,
+                           tuple(map(tuple, c.aspect_ratios)), c.anchor_scale)
 
 
 # --------------------------------------------------------------------------- IoU and box coding

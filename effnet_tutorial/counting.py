@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .utils import evaluating
+
 InputSize = int | tuple[int, int] | tuple[int, int, int]
 
 
@@ -33,7 +35,8 @@ class LayerCost:
     macs: int
 
 
-def _input_tensor(model: nn.Module, input_size: InputSize) -> torch.Tensor:
+def input_tensor(model: nn.Module, input_size: InputSize) -> torch.Tensor:
+    """A zero batch of one image of ``input_size`` on ``model``'s device and dtype (checked)."""
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
     if not isinstance(input_size, tuple) or len(input_size) not in (2, 3) or not all(
@@ -67,7 +70,7 @@ def flop_breakdown(model: nn.Module, input_size: InputSize) -> list[LayerCost]:
     ``nn.Linear``. A conv costs ``output elements * (C_in / groups) * k_h * k_w``; a linear layer
     ``output elements * in_features``. Layers used several times are listed each time.
     """
-    x = _input_tensor(model, input_size)
+    x = input_tensor(model, input_size)
     names = {m: n for n, m in model.named_modules()}
     rows: list[LayerCost] = []
 
@@ -82,13 +85,10 @@ def flop_breakdown(model: nn.Module, input_size: InputSize) -> list[LayerCost]:
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return rows

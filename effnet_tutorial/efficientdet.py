@@ -17,12 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .anchors import ASPECT_RATIOS
 from .bifpn import BiFpn, glorot_uniform_
 from .efficientnet import EfficientNet, efficientnet, init_weights
+from .inference import predict
 from .layers import Activation, DepthwiseSeparableConv2d, PaddingMode, check_image_batch, make_activation
-
-#: EfficientDet's aspect ratios as (x, y) multipliers, the ones the released checkpoints used.
-ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
 
 @dataclass(frozen=True)
@@ -222,8 +221,6 @@ class EfficientDet(nn.Module):
         float. Returns per image ``{"boxes", "scores", "labels"}`` (labels 0-based). See
         :func:`effnet_tutorial.inference.predict` for the options.
         """
-        from .inference import predict  # inference builds on this module
-
         return predict(self, images, **options)
 
 

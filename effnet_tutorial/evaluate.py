@@ -19,10 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .anchors import anchors_for
 from .data.coco import CocoDetection
 from .data.transforms import eval_transforms
 from .extras import require
-from .inference import anchors_for
+from .utils import evaluating
 from .postprocess import postprocess_detections
 
 #: The names of COCOeval's twelve summary numbers, in its order (AP averages IoU 0.50 to 0.95).
@@ -90,10 +91,8 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, image_size: 
     device = device or next(model.parameters()).device
     transform = eval_transforms(image_size)
     anchors = anchors_for(model, (image_size, image_size)).to(device)
-    was_training = model.training
-    model.eval()
     detections, image_ids = [], []
-    try:
+    with evaluating(model):
         for start in range(0, len(dataset), batch_size):
             items = [transform(dataset.read_image(i), dataset.target(i))
                      for i in range(start, min(start + batch_size, len(dataset)))]
@@ -105,8 +104,6 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, image_size: 
                                           soft_nms=soft_nms, image_scales=scales, image_sizes=sizes)
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
             image_ids += [int(t["image_id"]) for _, t in items]
-    finally:
-        model.train(was_training)
     return detections, image_ids
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from .bifpn import Resample
 from .extras import require
 from .layers import Conv2dSame, same_padding
+from .utils import evaluating
 
 ImageSize = int | Sequence[int]
 
@@ -224,12 +225,8 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, image_size: ImageSize,
 
     h, w = _hw(image_size)
     x = torch.randn(batch_size, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         ref = model(x)
-    finally:
-        model.train(was_training)
     ref = [ref] if isinstance(ref, torch.Tensor) else list(ref[0]) + list(ref[1])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .efficientnet import native_resolution
 from .extras import require
+from .utils import evaluating
 
 #: The reference's crop margin, a ``size`` crop is taken from a ``size + 32`` square.
 CROP_PADDING = 32
@@ -95,12 +96,8 @@ def classify(model: torch.nn.Module, image: np.ndarray | Image.Image, name: str,
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     x = replace(preprocessing_for(name), crop=crop)(image).unsqueeze(0)  # (1, 3, size, size)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         probs = model(x.to(next(model.parameters()).device)).softmax(-1)[0].cpu()
-    finally:
-        model.train(was_training)
     if probs.numel() != 1000:
         raise ValueError(f"the model has {probs.numel()} outputs, not ImageNet's 1000 classes")
     names = imagenet_classes()

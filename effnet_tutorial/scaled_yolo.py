@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .counting import InputSize, _input_tensor
+from .counting import InputSize, input_tensor
 
 LayerKind = Literal["res", "resx", "dark"]
 LAYER_KINDS: tuple[str, ...] = ("res", "resx", "dark")
@@ -171,7 +171,7 @@ def _conv_tensor_sizes(model: nn.Module, input_size: InputSize) -> list[tuple[in
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            model(_input_tensor(model, input_size))
+            model(input_tensor(model, input_size))
     finally:
         for h in handles:
             h.remove()

@@ -33,8 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .anchors import assign_targets_batch, feature_sizes, targets_by_level
-from .inference import anchors_for
+from .anchors import anchors_for, assign_targets_batch, feature_sizes, targets_by_level
 from .losses import detection_loss
 from .utils import try_gpu
 

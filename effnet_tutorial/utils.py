@@ -5,11 +5,12 @@ In the book: Chapter 1, *Introduction: from a depthwise convolution to Efficient
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
-from collections.abc import Callable
 
 import torch
 
@@ -23,6 +24,21 @@ def smoke_run() -> bool:
     The default (unset) is the real run a reader sees; CI sets ``BOOK_SMOKE=1``.
     """
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode for a ``with`` block, then back in the mode it was in.
+
+    Batch norm then uses its running statistics and dropout is off; a model that was training
+    is training again afterwards, even if the block raised.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def try_gpu() -> torch.device:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import effnet_tutorial as et
-from effnet_tutorial.inference import IMAGENET_MEAN, anchors_for, normalize, resize_and_pad
+from effnet_tutorial.anchors import anchors_for
+from effnet_tutorial.data.transforms import IMAGENET_MEAN, normalize, resize_and_pad
 
 
 def test_resize_and_pad_keeps_aspect_and_fills_with_the_mean():

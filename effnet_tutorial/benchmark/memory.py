@@ -68,7 +68,7 @@ def memory_worker(job: str, s: Settings) -> dict:
             opt = sgd(bench)
             step = lambda: effdet_train_step(bench, opt, x, target)  # noqa: E731
         else:
-            from effnet_tutorial.inference import anchors_for
+            from effnet_tutorial.anchors import anchors_for
 
             model = et.create_model("tf_efficientdet_d0")
             if "swish" in job:

@@ -52,7 +52,7 @@ def det_targets(batch: int, size: int, boxes_per_image: int = 6, seed: int = 0):
 def our_det_train_step(model, optimizer, images, boxes, labels):
     """One training step as ``Trainer.compute_loss`` chains it: targets, forward, loss, step."""
     from effnet_tutorial.anchors import assign_targets_batch, feature_sizes, targets_by_level
-    from effnet_tutorial.inference import anchors_for
+    from effnet_tutorial.anchors import anchors_for
     from effnet_tutorial.losses import detection_loss
 
     size = tuple(images.shape[-2:])
@@ -147,7 +147,7 @@ def detector_rows(s: Settings) -> list[Row]:
 
     import effnet_tutorial as et
     from effnet_tutorial import fast
-    from effnet_tutorial.inference import anchors_for
+    from effnet_tutorial.anchors import anchors_for
     from effnet_tutorial.postprocess import postprocess_detections
 
     torch.manual_seed(0)

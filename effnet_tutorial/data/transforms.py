@@ -1,4 +1,11 @@
-"""Detection transforms that move boxes with the image: flip, scale jitter with crop, resize-and-pad.
+"""Preprocessing and the detection transforms that move boxes with the image.
+
+Every image a detector sees, in training, evaluation or :func:`~effnet_tutorial.inference.predict`,
+goes through :func:`resize_and_pad` and :func:`normalize` here: EfficientDet takes square inputs
+(512x512 for D0), so an image is scaled until its longer side fits, pasted at the top-left and
+padded with the mean colour (zero after normalisation); boxes found on that canvas times the
+returned scale are boxes on the original image (effdet's ``ResizePad`` and ``img_scale``, automl's
+``resize_and_crop_image``).
 
 The paper's training recipe (Tan et al. 2020, Sec. 5.1; automl ``input_rand_hflip``,
 ``jitter_min=0.1``, ``jitter_max=2.0``): flip horizontally with probability 0.5, then scale the
@@ -15,13 +22,55 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference import IMAGENET_MEAN, normalize
+#: ImageNet channel means and standard deviations in 0-255 pixel units (effdet, automl).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 Target = dict[str, torch.Tensor]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+ImageLike = torch.Tensor | np.ndarray
+
+
+# --------------------------------------------------------------------------- preprocessing
+def as_chw_tensor(image: ImageLike) -> torch.Tensor:
+    """An image as a float ``(3, H, W)`` tensor in 0-255 units.
+
+    Accepts ``(3, H, W)`` tensors and ``(H, W, 3)`` arrays or tensors (what PIL and OpenCV
+    give), uint8 or float in 0-255.
+    """
+    x = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
+    if not isinstance(x, torch.Tensor) or x.ndim != 3:
+        raise ValueError(f"an image must be (3, H, W) or (H, W, 3), got {getattr(x, 'shape', type(x))}")
+    if x.shape[0] != 3 and x.shape[-1] == 3:
+        x = x.permute(2, 0, 1)
+    if x.shape[0] != 3:
+        raise ValueError(f"an image must have 3 channels (RGB), got shape {tuple(x.shape)}")
+    if x.is_floating_point() and x.numel() and x.max() <= 1.0:
+        raise ValueError("float images must be in 0-255 pixel units (multiply [0, 1] images by 255)")
+    return x.float()
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Subtract the ImageNet mean and divide by its standard deviation (0-255 units in)."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(-1, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(-1, 1, 1)
+    return (images - mean) / std
+
+
+def resize_and_pad(image: ImageLike, size: int) -> tuple[torch.Tensor, float]:
+    """Scale an image to fit ``size x size`` keeping its aspect ratio and paste it at the top-left
+    of a mean-colour canvas; returns ``(canvas, scale)``.
+
+    ``scale`` is original pixels per canvas pixel: a box on the canvas times ``scale`` is a box
+    on the original image. The image half of :class:`ResizePad`.
+    """
+    x = as_chw_tensor(image)
+    canvas, target = ResizePad(size)(x, {"boxes": x.new_zeros(0, 4), "labels": x.new_zeros(0)})
+    return canvas, float(target["scale"])
 
 
 class Compose:
