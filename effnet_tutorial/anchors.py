@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import torch
 
+from . import fast
+
 ImageSize = int | Sequence[int]
 
 #: ``(x_multiplier, y_multiplier)`` pairs of the released EfficientDet checkpoints.
@@ -157,28 +159,23 @@ def anchors_for(model: torch.nn.Module, size: ImageSize) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- IoU and box coding
-def _pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, without input checks.
+def pairwise_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of **xyxy** boxes, ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, unchecked.
 
-    Written for the matching of a few boxes against ~50k anchors, where every pass over the
-    ``(N, M)`` grid counts: ``b``'s coordinates are made contiguous rows once, the grid-sized
-    temporaries are reused in place, and the ``0 / 0`` guard is only applied when a box has zero
-    area (with positive areas on both sides the union is positive, so the plain quotient already
-    gives exactly 0 where boxes do not touch). The values are bit-for-bit those of the textbook
-    formula ``inter / (area_a + area_b - inter)``.
+    :func:`box_iou` is the checked version; matching and NMS call this one, which runs
+    :func:`effnet_tutorial.fast.kernels.pairwise_iou` (same values) while
+    :func:`effnet_tutorial.fast.enabled`.
     """
-    bx1, by1, bx2, by2 = b.t().contiguous()
-    inter = torch.minimum(a[:, 2:3], bx2).sub_(torch.maximum(a[:, 0:1], bx1)).clamp_(min=0)
-    inter_h = torch.minimum(a[:, 3:4], by2).sub_(torch.maximum(a[:, 1:2], by1)).clamp_(min=0)
-    inter.mul_(inter_h)
-    del inter_h
-    area_a = (a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0])
-    area_b = (by2 - by1) * (bx2 - bx1)
-    iou = (area_a[:, None] + area_b).sub_(inter)  # the union, then the quotient, in one buffer
-    degenerate = not (bool((area_a > 0).all()) and bool((area_b > 0).all()))
-    iou = torch.div(inter, iou, out=iou)
-    # Boxes that do not touch have IoU 0, also when both are degenerate (0 / 0).
-    return iou.masked_fill_(inter == 0, 0.0) if degenerate else iou
+    if fast.enabled():
+        return fast.kernels.pairwise_iou(boxes_a, boxes_b)
+    top_left = torch.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])  # (N, M, 2)
+    bottom_right = torch.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])  # (N, M, 2)
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)  # (N, M): width x height
+    area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])  # (N,)
+    area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])  # (M,)
+    union = area_a[:, None] + area_b[None, :] - inter
+    # Boxes that do not touch have IoU 0, also when both have zero area (0 / 0).
+    return torch.where(inter > 0, inter / union, torch.zeros_like(inter))
 
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
@@ -188,7 +185,7 @@ def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
     """
     check_boxes(boxes_a, "boxes_a")
     check_boxes(boxes_b, "boxes_b")
-    return _pairwise_iou(boxes_a, boxes_b)
+    return pairwise_iou(boxes_a, boxes_b)
 
 
 def _centers_sizes(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -276,7 +273,7 @@ def _match(anchors: torch.Tensor, gt_boxes: torch.Tensor, threshold: float) -> t
     matches = torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
     if num_gt == 0:
         return matches
-    iou = _pairwise_iou(gt_boxes, anchors)  # (M, N): same layout as the reference
+    iou = pairwise_iou(gt_boxes, anchors)  # (M, N): same layout as the reference
     best_iou, best_gt = iou.max(dim=0)  # per anchor
     matches = torch.where(best_iou >= threshold, best_gt, matches)
     # Force-match: each box's best anchor; lowest box index wins a contested anchor.

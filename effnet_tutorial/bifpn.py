@@ -78,24 +78,31 @@ class WeightedFusion(nn.Module):
         super().__init__()
         if method not in FUSION_METHODS:
             raise ValueError(f"unknown fusion method {method!r}; valid: {FUSION_METHODS}")
+        if num_inputs < 2:
+            raise ValueError(f"a fusion node needs at least 2 inputs, got {num_inputs}")
         self.method, self.eps = method, eps
         self.weights = nn.Parameter(torch.ones(num_inputs)) if method != "sum" else None
 
+    def normalized_weights(self) -> torch.Tensor | None:
+        """The weight each input gets, ``(num_inputs,)``, or ``None`` for the plain sum."""
+        if self.weights is None:
+            return None
+        if self.method == "attn":
+            return torch.softmax(self.weights, dim=0)
+        w = F.relu(self.weights)
+        return w / (w.sum() + self.eps)
+
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
-        if self.weights is None:  # a plain sum, into a new tensor (the node's activation is in place)
-            out = inputs[0] + inputs[1] if len(inputs) > 1 else inputs[0].clone()
+        w = self.normalized_weights()
+        if w is None:
+            out = inputs[0] + inputs[1]
             for x in inputs[2:]:
                 out = out + x
             return out
-        w = self.weights.to(inputs[0].dtype)
-        if self.method == "attn":
-            w = torch.softmax(w, dim=0)
-        else:
-            w = F.relu(w)
-            w = w / (w.sum() + self.eps)
+        w = w.to(inputs[0].dtype)
         out = inputs[0] * w[0]
         for x, wi in zip(inputs[1:], w[1:]):
-            out.addcmul_(x, wi)  # out += x * wi in one pass; autograd needs x and wi, not out
+            out = out + x * wi
         return out
 
 
@@ -150,7 +157,7 @@ class BiFpnNode(nn.Module):
                  padding: PaddingMode, bias: bool, bn_eps: float, bn_momentum: float,
                  activation: Activation = "swish") -> None:
         super().__init__()
-        self.node = node
+        self.spec = node  # the graph node this module computes: its level and input ids
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
         self.resample = nn.ModuleDict({
             str(i): Resample(in_channels[i], channels, padding, bias, **bn) for i in node.inputs
@@ -161,7 +168,7 @@ class BiFpnNode(nn.Module):
         self.bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:  # noqa: D102
-        inputs = [self.resample[str(i)](features[i], size) for i in self.node.inputs]
+        inputs = [self.resample[str(i)](features[i], size) for i in self.spec.inputs]
         return self.bn(self.conv(self.act(self.fusion(inputs))))
 
 
@@ -186,7 +193,7 @@ class BiFpnLayer(nn.Module):
         sizes = {self.min_level + i: tuple(f.shape[-2:]) for i, f in enumerate(features)}
         nodes = list(features)
         for node in self.nodes:
-            nodes.append(node(nodes, sizes[node.node.level]))
+            nodes.append(node(nodes, sizes[node.spec.level]))
         return nodes[-self.num_levels:]
 
 

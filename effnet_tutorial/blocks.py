@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Activation, ConvBnAct, DropPath, PaddingMode, can_overwrite, make_activation
+from .layers import Activation, ConvBnAct, DropPath, PaddingMode, make_activation
 
 
 class SqueezeExcite(nn.Module):
@@ -33,11 +33,10 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
         self.gate = nn.Sigmoid()
 
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """``x * gate``; with ``inplace=True`` (for a caller that owns ``x``) into ``x`` itself."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1): squeeze
         s = self.gate(self.expand(self.act(self.reduce(s))))  # (B, C, 1, 1): excite
-        return x.mul_(s) if inplace else x * s
+        return x * s
 
 
 class MBConv(nn.Module):
@@ -97,12 +96,9 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         y = self.expand(x) if self.expand is not None else x  # (B, C*e, H, W)
         y = self.depthwise(y)  # (B, C*e, H/s, W/s)
-        # At inference nothing else holds y, so SE and the residual add may write into it.
-        inplace = can_overwrite()
         if self.se is not None:
-            y = self.se(y, inplace=inplace)
+            y = self.se(y)  # channels reweighted, same shape
         y = self.project(y)  # (B, C_out, H/s, W/s)
         if self.has_skip:
-            y = self.drop_path(y)
-            y = y.add_(x) if inplace else y + x
+            y = self.drop_path(y) + x
         return y

@@ -11,17 +11,25 @@ In the book: Chapter 12, *EfficientDet D0–D7*.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from .anchors import ASPECT_RATIOS
 from .bifpn import BiFpn, glorot_uniform_
+from .data.transforms import ImageLike
 from .efficientnet import EfficientNet, efficientnet, init_weights
 from .inference import predict
-from .layers import Activation, DepthwiseSeparableConv2d, PaddingMode, check_image_batch, make_activation
+from .layers import (
+    Activation,
+    DepthwiseSeparableConv2d,
+    PaddingMode,
+    check_image_batch,
+    make_activation,
+)
 
 
 @dataclass(frozen=True)
@@ -52,49 +60,75 @@ class DetectorConfig:
         return self.num_scales * len(self.aspect_ratios)
 
 
+#: Where effdet's released checkpoints live; every ``url`` below is this plus a file name.
 _RELEASES = "https://github.com/rwightman/efficientdet-pytorch/releases/download/v0.1/"
-_TF = {  # name: (backbone, size, W_bifpn, D_bifpn, D_head, checkpoint)
-    "d0": ("b0", 512, 64, 3, 3, "tf_efficientdet_d0_34-f153e0cf.pth"),
-    "d1": ("b1", 640, 88, 4, 3, "tf_efficientdet_d1_40-a30f94af.pth"),
-    "d2": ("b2", 768, 112, 5, 3, "tf_efficientdet_d2_43-8107aa99.pth"),
-    "d3": ("b3", 896, 160, 6, 4, "tf_efficientdet_d3_47-0b525f35.pth"),
-    "d4": ("b4", 1024, 224, 7, 4, "tf_efficientdet_d4_49-f56376d9.pth"),
-    "d5": ("b5", 1280, 288, 7, 4, "tf_efficientdet_d5_51-c79f9be6.pth"),
-    "d6": ("b6", 1280, 384, 8, 5, "tf_efficientdet_d6_52-4eda3773.pth"),
-    "d7": ("b6", 1536, 384, 8, 5, "tf_efficientdet_d7_53-6d1d7a95.pth"),
-    "d7x": ("b7", 1536, 384, 8, 5, "tf_efficientdet_d7x-f390b87c.pth"),
-}
 
-#: Every detector :func:`~effnet_tutorial.create_model` builds, named as effdet names them.
-DETECTOR_PRESETS: dict[str, DetectorConfig] = {}
-for _name, (_b, _size, _w, _d, _h, _file) in _TF.items():
-    DETECTOR_PRESETS[f"tf_efficientdet_{_name}"] = DetectorConfig(
-        _b, _size, _w, _d, _h, anchor_scale=5.0 if _name == "d7" else 4.0,
-        max_level=8 if _name == "d7x" else 7,
-        fusion="sum" if _name in ("d6", "d7", "d7x") else "fastattn", url=_RELEASES + _file)
-# EfficientDet-Lite (automl's efficientdet, 2021; effdet's configs): EfficientNet-Lite backbones,
-# ReLU6 everywhere, plain-sum fusion, anchor scale 3 except Lite3 and Lite4, smaller inputs.
-_LITE = {  # name: (backbone, size, W_bifpn, D_bifpn, D_head, anchor scale, backbone drop path, file)
-    "lite0": ("lite0", 320, 64, 3, 3, 3.0, 0.0, "tf_efficientdet_lite0-dfacfc78.pth"),
-    "lite1": ("lite1", 384, 88, 4, 3, 3.0, 0.2, "tf_efficientdet_lite1-6dc7ab30.pth"),
-    "lite2": ("lite2", 448, 112, 5, 3, 3.0, 0.2, "tf_efficientdet_lite2-86c5d55b.pth"),
-    "lite3": ("lite3", 512, 160, 6, 4, 4.0, 0.2, "tf_efficientdet_lite3-506852cb.pth"),
-    "lite3x": ("lite3", 640, 200, 6, 4, 3.0, 0.2, "tf_efficientdet_lite3x-8404c57b.pth"),
-    "lite4": ("lite4", 640, 224, 7, 4, 4.0, 0.2, "tf_efficientdet_lite4-391ddabc.pth"),
+#: Every detector :func:`~effnet_tutorial.create_model` builds, named as effdet names them. The
+#: first five fields are the paper's table: backbone, image size, BiFPN width, BiFPN depth, head
+#: depth; keywords are only where a model differs from the :class:`DetectorConfig` defaults.
+DETECTOR_PRESETS: dict[str, DetectorConfig] = {
+    # TF-trained D0-D7x (automl's ``hparams_config.py``, effdet's ``config/model_config.py``):
+    # tf_efficientnet backbones, "same" padding, redundant biases. What Table 1's formulas do not
+    # say: D5 runs at 1280 with 7 BiFPN layers, D6-D7x fuse by plain sum, D7 uses anchor scale 5,
+    # D7x is D7 on a B7 backbone with one more level, P8.
+    "tf_efficientdet_d0": DetectorConfig("b0", 512, 64, 3, 3,
+                                         url=_RELEASES + "tf_efficientdet_d0_34-f153e0cf.pth"),
+    "tf_efficientdet_d1": DetectorConfig("b1", 640, 88, 4, 3,
+                                         url=_RELEASES + "tf_efficientdet_d1_40-a30f94af.pth"),
+    "tf_efficientdet_d2": DetectorConfig("b2", 768, 112, 5, 3,
+                                         url=_RELEASES + "tf_efficientdet_d2_43-8107aa99.pth"),
+    "tf_efficientdet_d3": DetectorConfig("b3", 896, 160, 6, 4,
+                                         url=_RELEASES + "tf_efficientdet_d3_47-0b525f35.pth"),
+    "tf_efficientdet_d4": DetectorConfig("b4", 1024, 224, 7, 4,
+                                         url=_RELEASES + "tf_efficientdet_d4_49-f56376d9.pth"),
+    "tf_efficientdet_d5": DetectorConfig("b5", 1280, 288, 7, 4,
+                                         url=_RELEASES + "tf_efficientdet_d5_51-c79f9be6.pth"),
+    "tf_efficientdet_d6": DetectorConfig("b6", 1280, 384, 8, 5, fusion="sum",
+                                         url=_RELEASES + "tf_efficientdet_d6_52-4eda3773.pth"),
+    "tf_efficientdet_d7": DetectorConfig("b6", 1536, 384, 8, 5, fusion="sum", anchor_scale=5.0,
+                                         url=_RELEASES + "tf_efficientdet_d7_53-6d1d7a95.pth"),
+    "tf_efficientdet_d7x": DetectorConfig("b7", 1536, 384, 8, 5, fusion="sum", max_level=8,
+                                          url=_RELEASES + "tf_efficientdet_d7x-f390b87c.pth"),
+    # EfficientDet-Lite (automl's efficientdet, 2021; effdet's ``config/model_config.py``):
+    # EfficientNet-Lite backbones, ReLU6 everywhere, plain-sum fusion, smaller inputs, anchor
+    # scale 3 except Lite3 and Lite4; Lite0's backbone trains without stochastic depth.
+    "tf_efficientdet_lite0": DetectorConfig("lite0", 320, 64, 3, 3, fusion="sum",
+                                            activation="relu6", anchor_scale=3.0,
+                                            backbone_drop_path=0.0,
+                                            url=_RELEASES + "tf_efficientdet_lite0-dfacfc78.pth"),
+    "tf_efficientdet_lite1": DetectorConfig("lite1", 384, 88, 4, 3, fusion="sum",
+                                            activation="relu6", anchor_scale=3.0,
+                                            url=_RELEASES + "tf_efficientdet_lite1-6dc7ab30.pth"),
+    "tf_efficientdet_lite2": DetectorConfig("lite2", 448, 112, 5, 3, fusion="sum",
+                                            activation="relu6", anchor_scale=3.0,
+                                            url=_RELEASES + "tf_efficientdet_lite2-86c5d55b.pth"),
+    "tf_efficientdet_lite3": DetectorConfig("lite3", 512, 160, 6, 4, fusion="sum",
+                                            activation="relu6",
+                                            url=_RELEASES + "tf_efficientdet_lite3-506852cb.pth"),
+    "tf_efficientdet_lite3x": DetectorConfig("lite3", 640, 200, 6, 4, fusion="sum",
+                                             activation="relu6", anchor_scale=3.0,
+                                             url=_RELEASES + "tf_efficientdet_lite3x-8404c57b.pth"),
+    "tf_efficientdet_lite4": DetectorConfig("lite4", 640, 224, 7, 4, fusion="sum",
+                                            activation="relu6",
+                                            url=_RELEASES + "tf_efficientdet_lite4-391ddabc.pth"),
+    # PyTorch-trained variants (effdet's ``config/model_config.py``): the table of the TF-trained
+    # D0-D5 on timm's efficientnet_* backbones (tf_backbone=False). D0-D3 drop the redundant
+    # biases and use symmetric padding; effdet's D4/D5 configs keep its defaults ("same", biases).
+    # Only D0 and D1 have released weights; D0's backbone trains with drop path 0.1.
+    "efficientdet_d0": DetectorConfig("b0", 512, 64, 3, 3, tf_backbone=False,
+                                      padding="symmetric", redundant_bias=False,
+                                      backbone_drop_path=0.1,
+                                      url=_RELEASES + "efficientdet_d0-f3276ba8.pth"),
+    "efficientdet_d1": DetectorConfig("b1", 640, 88, 4, 3, tf_backbone=False,
+                                      padding="symmetric", redundant_bias=False,
+                                      url=_RELEASES + "efficientdet_d1-bb7e98fe.pth"),
+    "efficientdet_d2": DetectorConfig("b2", 768, 112, 5, 3, tf_backbone=False,
+                                      padding="symmetric", redundant_bias=False),
+    "efficientdet_d3": DetectorConfig("b3", 896, 160, 6, 4, tf_backbone=False,
+                                      padding="symmetric", redundant_bias=False),
+    "efficientdet_d4": DetectorConfig("b4", 1024, 224, 7, 4, tf_backbone=False),
+    "efficientdet_d5": DetectorConfig("b5", 1280, 288, 7, 4, tf_backbone=False),
 }
-for _name, (_b, _size, _w, _d, _h, _scale, _dp, _file) in _LITE.items():
-    DETECTOR_PRESETS[f"tf_efficientdet_{_name}"] = DetectorConfig(
-        _b, _size, _w, _d, _h, anchor_scale=_scale, fusion="sum", backbone_drop_path=_dp,
-        url=_RELEASES + _file, activation="relu6")
-# PyTorch-trained variants: timm efficientnet_* backbones; d0-d3 drop the redundant biases and use
-# symmetric padding, while effdet's d4/d5 configs keep its defaults ("same", biases).
-for _name, _file in [("d0", "efficientdet_d0-f3276ba8.pth"), ("d1", "efficientdet_d1-bb7e98fe.pth"),
-                     ("d2", ""), ("d3", ""), ("d4", ""), ("d5", "")]:
-    _pt = _name in ("d0", "d1", "d2", "d3")
-    DETECTOR_PRESETS[f"efficientdet_{_name}"] = replace(
-        DETECTOR_PRESETS[f"tf_efficientdet_{_name}"], tf_backbone=False,
-        padding="symmetric" if _pt else "same", redundant_bias=not _pt,
-        backbone_drop_path=0.1 if _name == "d0" else 0.2, url=_RELEASES + _file if _file else "")
 
 
 @dataclass(frozen=True)
@@ -110,11 +144,16 @@ class DetectorFigures:
 #: The official table (automl's efficientdet README, before the March 2021 re-training, which the
 #: final paper version reports; Tan, Pang & Le 2020, Table 2).
 PAPER_DETECTOR_FIGURES: dict[str, DetectorFigures] = {
-    f"d{k}": DetectorFigures(*v) for k, v in {
-        "0": (3.9, 2.54, 34.6, 34.3), "1": (6.6, 6.10, 40.5, 40.2), "2": (8.1, 11.0, 43.0, 42.5),
-        "3": (12.0, 24.9, 47.5, 47.2), "4": (20.7, 55.2, 49.7, 49.3), "5": (33.7, 130, 51.5, 51.2),
-        "6": (51.9, 226, 52.6, 52.1), "7": (51.9, 325, 53.7, 53.4), "7x": (77.0, 410, 55.1, 54.4),
-    }.items()
+    # name: DetectorFigures(params M, multiply-adds B, AP test-dev, AP val)
+    "d0": DetectorFigures(3.9, 2.54, 34.6, 34.3),
+    "d1": DetectorFigures(6.6, 6.10, 40.5, 40.2),
+    "d2": DetectorFigures(8.1, 11.0, 43.0, 42.5),
+    "d3": DetectorFigures(12.0, 24.9, 47.5, 47.2),
+    "d4": DetectorFigures(20.7, 55.2, 49.7, 49.3),
+    "d5": DetectorFigures(33.7, 130, 51.5, 51.2),
+    "d6": DetectorFigures(51.9, 226, 52.6, 52.1),
+    "d7": DetectorFigures(51.9, 325, 53.7, 53.4),
+    "d7x": DetectorFigures(77.0, 410, 55.1, 54.4),
 }
 
 
@@ -155,7 +194,8 @@ class DetectionHead(nn.Module):
         return outputs
 
 
-#: Prior probability of foreground at initialisation (RetinaNet Sec. 4.1), giving the bias -log((1-p)/p).
+#: Prior probability of foreground at initialisation (RetinaNet Sec. 4.1), giving the bias
+#: -log((1-p)/p).
 PRIOR_PROBABILITY = 0.01
 
 
@@ -178,7 +218,8 @@ class EfficientDet(nn.Module):
         self.backbone: EfficientNet = efficientnet(
             config.backbone, tf_style=config.tf_backbone, features_only=True,
             drop_path_rate=config.backbone_drop_path)
-        head = dict(padding=config.padding, bias=config.redundant_bias, activation=config.activation)
+        head = dict(padding=config.padding, bias=config.redundant_bias,
+                    activation=config.activation)
         self.fpn = BiFpn(self.backbone.feature_channels, config.fpn_channels, config.fpn_repeats,
                          config.min_level, config.max_level, config.fusion, **head)
         num_levels = config.max_level - config.min_level + 1
@@ -210,11 +251,13 @@ class EfficientDet(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # noqa: D102
         check_image_batch(images, 3, "images")
         if images.device.type != "meta" and not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values (check the data and its normalisation)")
+            raise ValueError(
+                "images contain NaN or infinite values (check the data and its normalisation)")
         features = self.fpn(self.backbone.feature_maps(images))
         return self.class_head(features), self.box_head(features)
 
-    def predict(self, images, **options) -> list[dict[str, torch.Tensor]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike],
+                **options: Any) -> list[dict[str, torch.Tensor]]:
         """Detections for images of any size, boxes **xyxy in each image's own pixels**.
 
         ``images``: one image or a list, each ``(3, H, W)`` or ``(H, W, 3)``, uint8 or 0-255
@@ -240,14 +283,16 @@ def reset_head(head: DetectionHead, prior: bool) -> None:
                           -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
 
 
-def efficientdet(name: str, num_classes: int = 90, **overrides) -> EfficientDet:
-    """Build a detector by its effdet name; ``overrides`` replace fields of its :class:`DetectorConfig`.
+def efficientdet(name: str, num_classes: int = 90, **overrides: Any) -> EfficientDet:
+    """Build a detector by its effdet name; ``overrides`` replace fields of its
+    :class:`DetectorConfig`.
     """
     if name not in DETECTOR_PRESETS:
         raise ValueError(f"unknown detector {name!r}; valid: {sorted(DETECTOR_PRESETS)}")
     config = DETECTOR_PRESETS[name]
-    unknown = sorted(set(overrides) - set(DetectorConfig.__dataclass_fields__))
+    fields = DetectorConfig.__dataclass_fields__
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; valid: {sorted(DetectorConfig.__dataclass_fields__)}")
+        raise ValueError(f"unknown option(s) {unknown}; valid: {sorted(fields)}")
     return EfficientDet(replace(config, **overrides), num_classes)
 

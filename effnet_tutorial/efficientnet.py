@@ -15,15 +15,22 @@ In the book: Chapter 4, *EfficientNet-B0 and its family*.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from .blocks import MBConv
-from .layers import (Activation, ConvBnAct, PaddingMode, check_image_batch, check_padding,
-                     make_divisible)
+from .layers import (
+    Activation,
+    ConvBnAct,
+    PaddingMode,
+    check_image_batch,
+    check_padding,
+    make_divisible,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ class StageSpec:
     scale_depth: bool = True  # False: the depth coefficient leaves this stage's block count alone
 
 
-#: EfficientNet-B0, Table 1 of the paper, one row per stage (expand, kernel, stride, channels, layers).
+#: EfficientNet-B0, Table 1 of the paper, one row per stage (expand, kernel, stride, channels,
+#: layers).
 B0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 16, 1),  # stage 2 of the paper's table: 112x112
     StageSpec(6, 3, 2, 24, 2),  # 112 -> 56
@@ -213,11 +221,13 @@ class EfficientNet(nn.Module):
         super().__init__()
         check_padding(padding)
         if width_mult <= 0 or depth_mult <= 0:
-            raise ValueError(f"width_mult and depth_mult must be > 0, got {width_mult}, {depth_mult}")
+            raise ValueError(
+                f"width_mult and depth_mult must be > 0, got {width_mult}, {depth_mult}")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout and drop_path_rate must be in [0, 1), got {dropout}, {drop_path_rate}")
+            raise ValueError(f"dropout and drop_path_rate must be in [0, 1), "
+                             f"got {dropout}, {drop_path_rate}")
         self.in_channels = in_channels
         self.stage_specs = scale_stages(stages, width_mult, depth_mult, channel_divisor)
         bn = dict(padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum, activation=activation)
@@ -234,12 +244,14 @@ class EfficientNet(nn.Module):
                 blocks.append(MBConv(
                     channels, spec.out_channels, spec.kernel_size,
                     stride=spec.stride if j == 0 else 1, expand_ratio=spec.expand_ratio,
-                    se_ratio=spec.se_ratio, drop_path_rate=drop_path_rate * index / total_blocks, **bn,
+                    se_ratio=spec.se_ratio, drop_path_rate=drop_path_rate * index / total_blocks,
+                    **bn,
                 ))
                 channels, index = spec.out_channels, index + 1
             stages_list.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages_list)
-        self.feature_channels: list[int] = [self.stage_specs[i].out_channels for i in FEATURE_STAGES]
+        self.feature_channels: list[int] = [self.stage_specs[i].out_channels
+                                            for i in FEATURE_STAGES]
         self.feature_strides: list[int] = [8, 16, 32]
         self.features_only = features_only
 
@@ -249,7 +261,8 @@ class EfficientNet(nn.Module):
         else:
             self.head = ConvBnAct(channels, self.num_features, 1, **bn)
             self.dropout = nn.Dropout(dropout)
-            self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+            self.classifier = (nn.Linear(self.num_features, num_classes) if num_classes
+                               else nn.Identity())
         init_weights(self)
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -264,13 +277,18 @@ class EfficientNet(nn.Module):
         return maps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything before pooling: stem, stages and the 1x1 head, ``(B, num_features, H/32, W/32)``."""
+        """Everything before pooling: stem, stages and the 1x1 head,
+        ``(B, num_features, H/32, W/32)``.
+        """
         if self.head is None:
             raise RuntimeError("a features_only model has no head: call feature_maps(x)")
         check_image_batch(x, self.in_channels)
         return self.head(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor):  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``(B, num_classes)`` (the pooled ``(B, num_features)`` if ``num_classes=0``);
+        with ``features_only``, the stride-8/16/32 maps of :meth:`feature_maps`.
+        """
         if self.features_only:
             return self.feature_maps(x)
         x = self.forward_features(x).mean((2, 3))  # global average pooling: (B, num_features)
@@ -299,7 +317,7 @@ def init_weights(model: nn.Module) -> None:
 
 
 def efficientnet(
-    variant: str, tf_style: bool = False, num_classes: int = 1000, **options
+    variant: str, tf_style: bool = False, num_classes: int = 1000, **options: Any
 ) -> EfficientNet:
     """Build a family member by its short name (``"b0"`` ... ``"b8"``, ``"l2"``, ``"lite0"`` ...
     ``"lite4"``).
@@ -335,7 +353,8 @@ def native_resolution(variant: str) -> int:
 
 
 __all__ = [
-    "B0_STAGES", "FEATURE_STAGES", "LITE_PRESETS", "LITE_STAGES", "PAPER_FIGURES", "PRESETS", "PUBLISHED_TOP1",
+    "B0_STAGES", "FEATURE_STAGES", "LITE_PRESETS", "LITE_STAGES", "PAPER_FIGURES", "PRESETS",
+    "PUBLISHED_TOP1",
     "PublishedFigures", "EfficientNet", "EfficientNetPreset", "StageSpec", "efficientnet",
     "init_weights", "native_resolution", "preset", "round_filters", "round_repeats",
     "scale_stages",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -18,7 +19,7 @@ from .pretrained import load_pretrained, weights_file
 def _efficientnet_builder(variant: str, tf_style: bool) -> Callable[..., nn.Module]:
     name = f"{'tf_' if tf_style else ''}efficientnet_{variant}"
 
-    def build(num_classes: int = 1000, pretrained: bool = False, **options) -> nn.Module:
+    def build(num_classes: int = 1000, pretrained: bool = False, **options: Any) -> nn.Module:
         # a missing package or an unknown name fails before building
         path = weights_file(name) if pretrained else None
         model = efficientnet(variant, tf_style=tf_style, num_classes=num_classes, **options)
@@ -28,21 +29,28 @@ def _efficientnet_builder(variant: str, tf_style: bool) -> Callable[..., nn.Modu
     return build
 
 
+#: Every name :func:`create_model` accepts -> (its builder, the keyword options it accepts).
 _MODELS: dict[str, tuple[Callable[..., nn.Module], set[str]]] = {}
+
+# Classifiers: every preset twice, PyTorch-style (efficientnet_b0) and TF-faithful
+# (tf_efficientnet_b0).
 _EFFICIENTNET_OPTIONS = (set(inspect.signature(EfficientNet.__init__).parameters)
                          - {"self", "num_classes"}) | {"pretrained"}
-for _v in [*PRESETS, *LITE_PRESETS]:
-    _MODELS[f"efficientnet_{_v}"] = (_efficientnet_builder(_v, False), _EFFICIENTNET_OPTIONS)
-    _MODELS[f"tf_efficientnet_{_v}"] = (_efficientnet_builder(_v, True), _EFFICIENTNET_OPTIONS)
+for _variant in [*PRESETS, *LITE_PRESETS]:
+    _MODELS[f"efficientnet_{_variant}"] = (_efficientnet_builder(_variant, tf_style=False),
+                                           _EFFICIENTNET_OPTIONS)
+    _MODELS[f"tf_efficientnet_{_variant}"] = (_efficientnet_builder(_variant, tf_style=True),
+                                              _EFFICIENTNET_OPTIONS)
 
 
-_DETECTOR_OPTIONS = set(DetectorConfig.__dataclass_fields__)
+_DETECTOR_OPTIONS = (set(DetectorConfig.__dataclass_fields__)
+                     | {"pretrained", "checkpoint_path", "pretrained_backbone"})
 
 
 def _detector_builder(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 90, pretrained: bool = False,
               checkpoint_path: str | None = None, pretrained_backbone: bool = False,
-              **options) -> nn.Module:
+              **options: Any) -> nn.Module:
         if pretrained and checkpoint_path:
             raise ValueError("pass pretrained=True or checkpoint_path=, not both")
         config = DETECTOR_PRESETS[name]
@@ -62,9 +70,9 @@ def _detector_builder(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+# Detectors: one per entry of DETECTOR_PRESETS, under the same name.
 for _name in DETECTOR_PRESETS:
-    _MODELS[_name] = (_detector_builder(_name),
-                      _DETECTOR_OPTIONS | {"pretrained", "checkpoint_path", "pretrained_backbone"})
+    _MODELS[_name] = (_detector_builder(_name), _DETECTOR_OPTIONS)
 
 
 def list_models() -> list[str]:
@@ -72,7 +80,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_classes: int | None = None, **options) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
     """Build a model of the book by name, with random weights unless ``pretrained=True``.
 
     Classifiers are named as timm names them: ``efficientnet_b0`` ... ``efficientnet_b8``,

@@ -9,8 +9,6 @@
 * :class:`DepthwiseSeparableConv2d`: a depthwise convolution followed by a pointwise one
   (MobileNet V1), the subject of Chapter 2.
 * :class:`DropPath`: stochastic depth, one Bernoulli draw per sample (Chapter 3).
-* :func:`can_overwrite`: whether a block may reuse a tensor it made for its next result
-  (at inference only; the appendix, *Performance and export*, measures what that buys).
 
 In the book: Chapter 2, *Depthwise separable convolutions*.
 """
@@ -100,18 +98,6 @@ def create_conv2d(
         return Conv2dSame(in_channels, out_channels, kernel_size, stride, 0, groups=groups, bias=bias)
     pad = symmetric_padding(kernel_size, stride)
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad, groups=groups, bias=bias)
-
-
-def can_overwrite() -> bool:
-    """Whether a block may write a result into a tensor it made itself, instead of a new one.
-
-    True at inference: no autograd graph is being recorded (``torch.no_grad``,
-    ``torch.inference_mode``), so nothing saved ``x`` for a backward pass, and no tracer
-    (``torch.jit.trace``, the ONNX exporter) or compiler is recording the operations (they
-    should see the plain out-of-place graph). Callers pass only tensors they made themselves,
-    never one that came from outside the module.
-    """
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
 class ConvBnAct(nn.Module):

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import fast
+
 #: Class target of an anchor left out of the classification loss (never produced by
 #: :func:`effnet_tutorial.anchors.match_anchors`, which has no ignore band; kept for parity).
 IGNORE = -2
@@ -116,42 +118,6 @@ def _check_level(
             )
 
 
-def _negative_bce(logits: torch.Tensor, y0: float) -> torch.Tensor:
-    """``BCE(x, y0) = softplus(x) - y0 x``, the cross-entropy of a negative with smoothed label ``y0``."""
-    bce = F.softplus(logits)
-    return bce.sub_(logits * y0) if y0 else bce
-
-
-class _NegativeFocalSum(torch.autograd.Function):
-    """``sum(sigmoid(x) ** gamma * BCE(x, y0))``: every logit scored as a negative, in one pass.
-
-    With a hard label 0, ``p_t = 1 - p`` and the focal factor ``(1 - p_t) ** gamma`` is
-    ``p ** gamma``; ``y0`` is the smoothed negative label ``s / 2``, and
-    ``BCE(x, y0) = softplus(x) - y0 x``. The gradient has a closed form,
-    ``p ** gamma * (gamma (1 - p) BCE(x, y0) + p - y0)``, so backward recomputes it from ``x``
-    alone: nothing of the size of the logits is saved between forward and backward, and the
-    millions of logit-class pairs of a 512-pixel image pass through a handful of kernels instead
-    of the dozen that autograd would record for the elementwise formula.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, gamma: float, y0: float) -> torch.Tensor:  # noqa: D102
-        ctx.save_for_backward(logits)
-        ctx.gamma, ctx.y0 = gamma, y0
-        return logits.sigmoid().pow_(gamma).mul_(_negative_bce(logits, y0)).sum()
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # noqa: D102
-        (logits,) = ctx.saved_tensors
-        gamma, y0 = ctx.gamma, ctx.y0
-        p = logits.sigmoid()
-        grad = (1.0 - p).mul_(_negative_bce(logits, y0)).mul_(gamma).add_(p)
-        if y0:
-            grad = grad.sub_(y0)
-        grad = grad.mul_(p.pow_(gamma)).mul_(grad_output)
-        return grad, None, None
-
-
 def focal_loss_sum(
     logits: torch.Tensor,
     cls_targets: torch.Tensor,
@@ -163,13 +129,9 @@ def focal_loss_sum(
     """``sum(focal_loss(logits, one_hot(cls_targets)))`` over the anchors that are not ignored.
 
     ``logits`` ``(..., A*C)`` holds anchor ``a``'s class ``c`` at ``a*C + c``; ``cls_targets``
-    ``(..., A)`` the 0-based class of each anchor (``-1`` background, ``-2`` ignored). The value
-    equals the elementwise :func:`~effnet_tutorial.losses.focal_loss` summed (the tests check it
-    and its gradient against effdet), computed the way the targets allow: all but a few hundred
-    of the millions of logit-class pairs are negatives, so the loss is the sum over *every* pair
-    scored as a negative (``_NegativeFocalSum``, one autograd function), plus, at the positive
-    pairs only, their positive loss minus the negative loss that the first sum counted for them.
-    No one-hot tensor is built.
+    ``(..., A)`` the 0-based class of each anchor (``-1`` background, ``-2`` ignored). While
+    :func:`effnet_tutorial.fast.enabled`, the same sum comes from
+    :func:`effnet_tutorial.fast.kernels.focal_loss_sum`, which builds no one-hot tensor.
     """
     if logits.shape[:-1] != cls_targets.shape[:-1] or logits.shape[-1] != cls_targets.shape[-1] * num_classes:
         raise ValueError(
@@ -177,19 +139,14 @@ def focal_loss_sum(
             f"targets {tuple(cls_targets.shape)}"
         )
     _check_class_targets(cls_targets, num_classes)
-    y0 = 0.5 * label_smoothing  # the smoothed label of a negative
-    dense = (1.0 - alpha) * _NegativeFocalSum.apply(logits, gamma, y0)
-    # Ignored anchors (never from our matcher, which has no ignore band): take them back out.
-    index = (cls_targets == IGNORE).nonzero(as_tuple=True)
-    channels = index[-1][:, None] * num_classes + torch.arange(num_classes, device=logits.device)
-    ignored = logits[tuple(i[:, None] for i in index[:-1]) + (channels,)]  # (K, C)
-    dense = dense - (1.0 - alpha) * _NegativeFocalSum.apply(ignored, gamma, y0)
-    # Positive pairs: their focal loss as positives, minus what the dense sum counted for them.
-    index = (cls_targets >= 0).nonzero(as_tuple=True)
-    x = logits[index[:-1] + (index[-1] * num_classes + cls_targets[index],)]  # (K,) own-class logits
-    correction = (focal_loss(x, torch.ones_like(x), alpha, gamma, label_smoothing)
-                  - focal_loss(x, torch.zeros_like(x), alpha, gamma, label_smoothing))
-    return dense + correction.sum()
+    if fast.enabled():
+        return fast.kernels.focal_loss_sum(logits, cls_targets, num_classes, alpha, gamma,
+                                           label_smoothing, ignore_index=IGNORE)
+    logits = logits.unflatten(-1, (-1, num_classes))  # (..., A, C)
+    targets = one_hot_targets(cls_targets, num_classes)  # (..., A, C)
+    loss = focal_loss(logits, targets, alpha, gamma, label_smoothing)
+    counted = (cls_targets != IGNORE).unsqueeze(-1)  # (..., A, 1)
+    return (loss * counted).sum()
 
 
 def detection_loss(

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .anchors import _pairwise_iou, check_boxes, decode_boxes
+from . import fast
+from .anchors import check_boxes, decode_boxes, pairwise_iou
 from .extras import require
 
 
@@ -69,12 +70,14 @@ def batched_nms(
     :func:`~effnet_tutorial.postprocess.nms_reference` (the book's version);
     ``"torchvision"`` calls ``torchvision.ops.batched_nms``, a C++ kernel that selects the same
     boxes (tested, up to the order of exactly tied scores) in about half the time on 5,000
-    boxes; ``"auto"`` (the default) uses torchvision when it is installed.
+    boxes; ``"auto"`` (the default) uses torchvision when it is installed and
+    :func:`effnet_tutorial.fast.enabled`, the Python walk otherwise.
     """
     _check_scored_boxes(boxes, scores, labels)
     if backend not in ("auto", "python", "torchvision"):
         raise ValueError(f"backend must be 'auto', 'python' or 'torchvision', got {backend!r}")
-    kernel = _torchvision_batched_nms() if backend != "python" else None
+    wanted = backend == "torchvision" or (backend == "auto" and fast.enabled())
+    kernel = _torchvision_batched_nms() if wanted else None
     if backend == "torchvision" and kernel is None:
         require("torchvision", purpose="backend='torchvision'")
     if kernel is None:
@@ -107,7 +110,7 @@ def nms_reference(
             break
         top = int(remaining[0])  # highest score still alive
         keep.append(top)
-        iou = _pairwise_iou(boxes[top : top + 1], boxes)[0]
+        iou = pairwise_iou(boxes[top : top + 1], boxes)[0]
         alive &= ~((iou > iou_threshold) & (labels == labels[top]))
         alive[top] = False
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
@@ -140,7 +143,7 @@ def batched_soft_nms(
         top = int(torch.where(alive, scores, float("-inf")).argmax())
         keep.append(top)
         kept_scores.append(scores[top].clone())
-        iou = _pairwise_iou(boxes[top : top + 1], boxes)[0]
+        iou = pairwise_iou(boxes[top : top + 1], boxes)[0]
         same_class = labels == labels[top]
         scores = torch.where(same_class, scores * torch.exp(-(iou**2) / sigma), scores)
         alive &= scores > score_threshold
@@ -163,8 +166,8 @@ def select_top_k(
     (so the anchor index follows :func:`~effnet_tutorial.anchors.generate_anchors`), and takes
     ``topk`` over the flat ``anchor * C + class`` index. Returns ``(logits, codes, anchor_idx,
     classes)`` of shapes ``(B, k)``, ``(B, k, 4)``, ``(B, k)``, ``(B, k)``; ``k`` is capped at
-    the number of pairs. On the CPU the same selection is computed in two stages, without
-    flattening all logits (``_top_k_two_stage``, much faster at 512 pixels).
+    the number of pairs. While :func:`effnet_tutorial.fast.enabled`, CPU inputs go through
+    :func:`effnet_tutorial.fast.kernels.top_k_two_stage` instead (the same selection).
     """
     if len(cls_outputs) != len(box_outputs) or not cls_outputs:
         raise ValueError(
@@ -183,9 +186,13 @@ def select_top_k(
     num_anchors = sum(c.shape[1] // num_classes * c.shape[2] * c.shape[3] for c in cls_outputs)
     k = min(k, num_anchors * num_classes)
     found = None
-    if cls_outputs[0].device.type == "cpu" and 0 < k <= num_anchors:
-        found = _top_k_two_stage(cls_outputs, num_classes, k)
-    top_logits, top_index = found if found is not None else _top_k_flat(cls_outputs, num_classes, k)
+    if fast.enabled() and cls_outputs[0].device.type == "cpu" and 0 < k <= num_anchors:
+        found = fast.kernels.top_k_two_stage(cls_outputs, num_classes, k)
+    if found is None:  # one topk over every logit, flattened as effdet flattens them
+        logits = torch.cat(
+            [c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_outputs], 1)
+        found = logits.reshape(batch, -1).topk(k, dim=1)  # over anchor * C + class
+    top_logits, top_index = found
     anchor_idx, classes = top_index // num_classes, top_index % num_classes
     codes = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in box_outputs], 1)
     top_codes = codes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
@@ -194,79 +201,6 @@ def select_top_k(
     if torch.isnan(top_logits).any() or torch.isnan(top_codes).any():
         raise ValueError("head outputs contain NaN")
     return top_logits, top_codes, anchor_idx, classes
-
-
-def _top_k_flat(cls_outputs: Sequence[torch.Tensor], num_classes: int,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``topk`` over every (anchor, class) logit, flattened as effdet flattens them."""
-    batch = cls_outputs[0].shape[0]
-    logits = torch.cat(
-        [c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_outputs], 1)
-    return logits.reshape(batch, -1).topk(k, dim=1)
-
-
-def _top_k_two_stage(cls_outputs: Sequence[torch.Tensor], num_classes: int,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The same ``k`` largest logits as :func:`_top_k_flat`, with a cheap first pass.
-
-    Stage 1 takes each anchor's best class logit (one ``amax`` over the classes) and the
-    ``k``-th largest of those, ``t``. Those ``k`` anchors each own a logit ``>= t``, so at least
-    ``k`` logits are ``>= t`` and every one of the ``k`` largest is too. Stage 2 runs ``topk``
-    only over the logits ``>= t``, read straight from the NCHW head outputs, with their flat
-    ``anchor * C + class`` indices. A full ``topk`` over millions of logits (plus the permuted
-    copy it needs) is the most expensive step of CPU post-processing; the comparison and the
-    gather are a few cheap passes. Needs ``k <= number of anchors``. On a GPU the single
-    ``topk`` is one fast kernel and the data-dependent sizes here would synchronise, so
-    :func:`select_top_k` uses this on the CPU only. A NaN logit makes its anchor's maximum
-    NaN, which ``topk`` ranks first, so the NaN check of the selection still sees it.
-
-    Exactly equal logits at the ``k``-th place are the one case where two ``topk`` calls on
-    different arrays may keep different pairs. So that the selected set never depends on the
-    path, this returns ``None`` (and :func:`select_top_k` falls back to the single ``topk``)
-    when the ``k``-th logit equals the best candidate left out, and, as a cheap early test
-    for degenerate heads, when the ``k``-th per-anchor maximum ties with the next one. A
-    trained head's logits almost never tie there; a head with random weights, whose logits
-    all sit within about 1e-5 of the prior bias, usually does. Equal logits *inside* the
-    selection come out in flat-index order (the single ``topk`` leaves their order open).
-    """
-    batch = cls_outputs[0].shape[0]
-    grids, best = [], []
-    for c in cls_outputs:
-        _, channels, h, w = c.shape
-        grid = c.reshape(batch, channels // num_classes, num_classes, h, w)  # (B, A, C, H, W)
-        grids.append(grid)
-        best.append(grid.amax(dim=2).permute(0, 2, 3, 1).reshape(batch, -1))  # anchor order
-    best = torch.cat(best, 1)
-    best_k = best.topk(min(k + 1, best.shape[1]), dim=1).values
-    if torch.isnan(best_k).any():
-        raise ValueError("head outputs contain NaN")
-    if best_k.shape[1] > k and (best_k[:, k - 1] == best_k[:, k]).any():
-        return None  # tied maxima at the k-th place: a degenerate head, take the single topk
-    threshold = best_k[:, k - 1]  # (B,)
-    values: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    index: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    offset = 0
-    for grid in grids:
-        _, anchors, classes, h, w = grid.shape
-        img, a, cls, y, x = (grid >= threshold.view(batch, 1, 1, 1, 1)).nonzero(as_tuple=True)
-        flat = offset + ((y * w + x) * anchors + a) * classes + cls
-        picked = grid[img, a, cls, y, x]
-        counts = torch.bincount(img, minlength=batch).tolist()
-        for i, (v, n) in enumerate(zip(picked.split(counts), flat.split(counts))):
-            values[i].append(v)
-            index[i].append(n)
-        offset += h * w * anchors * classes
-    tops = []
-    for v, n in zip(values, index):
-        n = torch.cat(n)
-        order = n.argsort()  # candidates in flat order: equal logits stay in that order
-        v, n = torch.cat(v)[order], n[order]
-        ranked = torch.sort(v, descending=True, stable=True).indices  # a few thousand values
-        if len(v) > k and v[ranked[k - 1]] == v[ranked[k]]:
-            return None  # the k-th ties with the best one left out: the single topk's call
-        keep = ranked[:k]
-        tops.append((v[keep], n[keep]))
-    return torch.stack([t[0] for t in tops]), torch.stack([t[1] for t in tops])
 
 
 def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:

@@ -98,30 +98,24 @@ def plot_precision_recall(stats: dict, class_names: Sequence[str] | None = None,
 def fusion_weights(model: torch.nn.Module) -> list[list[tuple[str, list[str], np.ndarray]]]:
     """The normalised BiFPN fusion weights of a detector: for each BiFPN layer, for each node,
     ``(node name, input names, weights)``, with the weights as the node applies them
-    (``relu(w) / (sum relu(w) + eps)`` for fast fusion, a softmax for ``"attn"``).
+    (:meth:`~effnet_tutorial.bifpn.WeightedFusion.normalized_weights`; all ones for a plain sum).
 
     Node names follow the paper's figure: ``P6_td`` ... ``P3_out`` on the top-down path and
     ``P4_out`` ... ``P7_out`` on the bottom-up path; inputs are named the same way, with the layer's
     own inputs as ``P3_in`` ... ``P7_in``.
     """
-    import torch.nn.functional as F
-
     layers = []
     for cell in model.fpn.cells:
         names = [f"P{cell.min_level + i}_in" for i in range(cell.num_levels)]
         rows = []
         for k, node in enumerate(cell.nodes):
-            level, fusion = node.node.level, node.fusion
+            level = node.spec.level
             top_down = k < cell.num_levels - 1  # the first L - 1 nodes; the last of them is P3_out
             name = f"P{level}_td" if top_down and level != cell.min_level else f"P{level}_out"
-            if fusion.weights is None:
-                w = np.full(len(node.node.inputs), 1.0)
-            elif fusion.method == "attn":
-                w = torch.softmax(fusion.weights.detach().float(), 0).cpu().numpy()
-            else:
-                r = F.relu(fusion.weights.detach().float())
-                w = (r / (r.sum() + fusion.eps)).cpu().numpy()
-            rows.append((name, [names[i] for i in node.node.inputs], w))
+            w = node.fusion.normalized_weights()
+            w = (np.ones(len(node.spec.inputs)) if w is None
+                 else w.detach().float().cpu().numpy())
+            rows.append((name, [names[i] for i in node.spec.inputs], w))
             names.append(name)
         layers.append(rows)
     return layers

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from effnet_tutorial import anchors as A
+from effnet_tutorial import fast
 
 with warnings.catch_warnings():  # effdet scripts its matcher at import (FutureWarning)
     warnings.simplefilter("ignore")
@@ -73,6 +74,7 @@ def test_first_d0_anchors():
 
 
 # --------------------------------------------------------------------------- IoU and coding
+@pytest.mark.usefixtures("fast_paths")
 def test_box_iou_by_hand():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 4.0, 1.0]])
     b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [2.0, 0.0, 5.0, 2.0],
@@ -82,6 +84,7 @@ def test_box_iou_by_hand():
     torch.testing.assert_close(A.box_iou(a, b), expected)
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_box_iou_equals_torchvision():
     from torchvision.ops import box_iou as tv_box_iou
 
@@ -99,14 +102,17 @@ def textbook_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("degenerate", [False, True])
-def test_box_iou_is_bit_equal_to_the_textbook_formula(degenerate):
+def test_fast_box_iou_is_bit_equal_to_the_textbook_formula(degenerate):
     a, b = random_boxes(7, 512, 3), A.generate_anchors(256)
     if degenerate:  # zero-area boxes on both sides, one of them on top of the other
         a[2, 2:] = a[2, :2]
         b = b.clone()
         b[5] = torch.tensor([a[2, 0], a[2, 1], a[2, 0], a[2, 1]])
-    got, expected = A.box_iou(a, b), textbook_iou(a, b)
-    assert torch.equal(got, expected)
+    with fast.using(True):
+        got = A.box_iou(a, b)
+    with fast.using(False):
+        textbook = A.box_iou(a, b)
+    assert torch.equal(got, textbook) and torch.equal(textbook, textbook_iou(a, b))
     assert not torch.isnan(got).any()
     if degenerate:
         assert got[2].eq(0).all()
@@ -133,6 +139,7 @@ def test_encode_equals_effdet_box_coder():
 
 
 # --------------------------------------------------------------------------- matching
+@pytest.mark.usefixtures("fast_paths")
 def test_tiny_box_is_force_matched_to_its_best_anchor():
     anchors = A.generate_anchors(256)
     tiny = torch.tensor([[100.0, 100.0, 103.0, 102.0]])
@@ -142,6 +149,7 @@ def test_tiny_box_is_force_matched_to_its_best_anchor():
     assert matches.tolist().count(0) == 1 and matches[iou.argmax()] == 0
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_duplicate_boxes_go_to_the_lower_index():
     anchors = A.generate_anchors(256)
     box = torch.tensor([[40.0, 40.0, 104.0, 104.0]])
@@ -153,6 +161,7 @@ def _effdet_flat(targets_per_level, width):
     return torch.cat([t.reshape(t.shape[0], -1, width) for t in targets_per_level], dim=1)
 
 
+@pytest.mark.usefixtures("fast_paths")
 @pytest.mark.parametrize("size,seed", [(256, 0), (256, 1), ((320, 192), 2), (512, 3)])
 def test_targets_equal_effdet_label_anchors(size, seed):
     ref_anchors = effdet_anchors(size)
@@ -165,6 +174,7 @@ def test_targets_equal_effdet_label_anchors(size, seed):
     assert mine.num_positives == npos_ref and npos_ref >= 8 - 1  # duplicate shares anchors
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_batch_targets_equal_effdet_with_an_empty_image():
     size = 256
     labeler = AnchorLabeler(effdet_anchors(size), num_classes=5, match_threshold=0.5)

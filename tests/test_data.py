@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from effnet_tutorial.data.coco import CocoDetection, CocoFormatError
+from effnet_tutorial.data.coco import CocoDetection, CocoFormatError, _clip_to_image
 from effnet_tutorial.data.shapes import SHAPE_CLASSES, render_scene, write_coco_dataset
 from effnet_tutorial.data.transforms import (HorizontalFlip, RandomScaleCrop, ResizePad, collate,
                                              eval_transforms, train_transforms)
@@ -77,6 +77,7 @@ def test_reader_clips_drops_with_a_counted_warning_and_keeps_empty_images(tmp_pa
     (lambda d: d["images"][0].pop("width"), "missing key"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"bbox \[1, 2, 3\]"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, "a", 4]), "four numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, True, 4]), "four numbers"),  # not a number
 ])
 def test_malformed_annotations_name_the_file_and_the_problem(tmp_path, breakage, message):
     data = _base()
@@ -86,6 +87,18 @@ def test_malformed_annotations_name_the_file_and_the_problem(tmp_path, breakage,
         warnings.simplefilter("ignore")
         CocoDetection(image_dir, ann)
     assert "ann.json" in str(err.value)
+
+
+@pytest.mark.parametrize("xywh,expected", [
+    ((2.0, 3.0, 4.0, 5.0), [2.0, 3.0, 6.0, 8.0]),        # inside: xywh -> xyxy
+    ((25.0, -5.0, 10.0, 10.0), [25.0, 0.0, 30, 5.0]),    # clipped on the right and at the top
+    ((-4.0, 12.0, 50.0, 50.0), [0.0, 12.0, 30, 20]),     # covers the image: clipped all round
+    ((31.0, 5.0, 4.0, 4.0), None),                       # entirely right of the image
+    ((2.0, 2.0, 0.0, 5.0), None),                        # zero width
+    ((-9.0, 2.0, 9.0, 5.0), None),                       # ends at the left edge: no area left
+])
+def test_clip_to_image(xywh, expected):
+    assert _clip_to_image(xywh, width=30, height=20) == expected
 
 
 def test_unreadable_images_are_named(tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 import effnet_tutorial as et
 from effnet_tutorial.bifpn import WeightedFusion, bifpn_nodes
+from effnet_tutorial.efficientdet import DETECTOR_PRESETS
 from effnet_tutorial.weights import from_effdet
 
 from .helpers import max_rel_diff, randomize_
@@ -32,6 +33,22 @@ def meta_detector(name, **kw):
 @pytest.mark.parametrize("name", sorted(EFFDET_PARAMS))
 def test_parameter_counts_equal_effdet(name):
     assert et.count_parameters(meta_detector(name)) == EFFDET_PARAMS[name]
+
+
+def test_preset_table_pins_what_the_paper_formulas_do_not_say():
+    p = DETECTOR_PRESETS
+    assert p["tf_efficientdet_d7"].anchor_scale == 5.0
+    assert p["tf_efficientdet_d6"].anchor_scale == 4.0
+    assert p["tf_efficientdet_d7x"].max_level == 8
+    assert p["tf_efficientdet_d7"].max_level == 7
+    assert [p[f"tf_efficientdet_{d}"].fusion for d in ("d5", "d6", "d7", "d7x")] == [
+        "fastattn", "sum", "sum", "sum"]
+    assert p["tf_efficientdet_d5"].image_size == 1280
+    assert p["efficientdet_d0"].backbone_drop_path == 0.1
+    assert p["efficientdet_d0"].padding == "symmetric"
+    assert not p["efficientdet_d0"].redundant_bias
+    assert p["efficientdet_d4"].padding == "same" and p["efficientdet_d4"].redundant_bias
+    assert p["tf_efficientdet_lite0"].backbone_drop_path == 0.0
 
 
 def test_d0_multiply_adds_within_five_percent_of_the_paper():
@@ -83,6 +100,26 @@ def effdet_reference(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return randomize_(effdet.create_model(name, pretrained=False, pretrained_backbone=False)).eval()
+
+
+@pytest.mark.parametrize("name", sorted(DETECTOR_PRESETS))
+def test_preset_equals_effdets_config(name):
+    ours, ref = DETECTOR_PRESETS[name], effdet.get_efficientdet_config(name)
+    tf = "tf_" if ours.tf_backbone else ""
+    assert f"{tf}efficientnet_{ours.backbone}" == ref.backbone_name
+    assert (ours.image_size, ours.image_size) == tuple(ref.image_size)
+    assert (ours.fpn_channels, ours.fpn_repeats, ours.head_repeats) == (
+        ref.fpn_channels, ref.fpn_cell_repeats, ref.box_class_repeats)
+    assert (ours.anchor_scale, ours.min_level, ours.max_level, ours.num_scales) == (
+        ref.anchor_scale, ref.min_level, ref.max_level, ref.num_scales)
+    assert [tuple(r) for r in ours.aspect_ratios] == [tuple(r) for r in ref.aspect_ratios]
+    assert ref.fpn_name in (None, "bifpn_fa", "bifpn_sum")
+    assert ours.fusion == ("sum" if ref.fpn_name == "bifpn_sum" else "fastattn")
+    assert ours.padding == {"same": "same", "": "symmetric"}[ref.pad_type]
+    assert ours.redundant_bias == ref.redundant_bias
+    assert ours.backbone_drop_path == ref.backbone_args.drop_path_rate
+    assert ours.activation == ref.act_type
+    assert ours.url == ref.url
 
 
 @pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_d0",

@@ -68,6 +68,7 @@ def _effdet_loss(cls, box, cls_t, box_t, npos, smoothing):
                    box_loss_weight=50.0, label_smoothing=smoothing)
 
 
+@pytest.mark.usefixtures("fast_paths")
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_detection_loss_equals_effdet(smoothing):
     cls, box = random_outputs(1)
@@ -80,6 +81,7 @@ def test_detection_loss_equals_effdet(smoothing):
     assert mine[2] > 0
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_ignored_anchors_are_masked_like_effdet():
     cls, box = random_outputs(2)
     cls_t, box_t, npos = real_targets()
@@ -91,6 +93,7 @@ def test_ignored_anchors_are_masked_like_effdet():
         torch.testing.assert_close(m, r, rtol=1e-5, atol=0)
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_loss_is_finite_and_differentiable_without_objects():
     cls, box = random_outputs(3, batch=2)
     for t in cls + box:
@@ -122,6 +125,7 @@ def test_bad_shapes_are_rejected_with_a_reason():
         L.focal_loss(torch.zeros(3), torch.zeros(4))
 
 
+@pytest.mark.usefixtures("fast_paths")
 @pytest.mark.parametrize("smoothing,ignore", [(0.0, False), (0.1, False), (0.0, True)])
 def test_detection_loss_gradients_equal_effdet(smoothing, ignore):
     # focal_loss_sum has a hand-written backward: its gradient must be effdet's autograd one

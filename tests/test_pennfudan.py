@@ -16,6 +16,7 @@ from effnet_tutorial.cli import dataset_paths
 from effnet_tutorial.data.coco import CocoDetection
 from effnet_tutorial.data.pennfudan import (
     ChecksumError,
+    _boxes_from_mask,
     download_pennfudan,
     extract_pennfudan,
     pennfudan_to_coco,
@@ -200,6 +201,18 @@ def test_extract_rejects_another_layout(tmp_path):
 
 
 # --- conversion -------------------------------------------------------------------------------
+
+def test_boxes_from_mask_span_first_to_last_pixel_per_instance():
+    mask = np.zeros((5, 7), np.uint8)
+    mask[1:3, 0:2] = 1  # instance 1 in two blobs: a 2x2 square on the left edge...
+    mask[0, 4] = 1      # ...and one pixel in the top row
+    mask[4, 6] = 3      # instance 3 (no 2): one pixel in the bottom-right corner
+    mask[2, 5] = 4      # instance 4 listed after 3 although it comes first in reading order
+    boxes = _boxes_from_mask(mask)
+    assert boxes == [([0, 0, 5, 3], 5), ([6, 4, 1, 1], 1), ([5, 2, 1, 1], 1)]
+    json.dumps(boxes)  # plain Python ints, ready for the annotation file
+    assert _boxes_from_mask(np.zeros((3, 3), np.uint8)) == []  # background only: no boxes
+
 
 @pytest.fixture
 def extracted(tmp_path, source) -> Path:

@@ -6,6 +6,7 @@ import torch
 from torchvision.ops import batched_nms as tv_batched_nms
 
 from effnet_tutorial import anchors as A
+from effnet_tutorial import fast
 from effnet_tutorial import postprocess as P
 
 with warnings.catch_warnings():  # effdet scripts parts of itself at import (FutureWarning)
@@ -15,6 +16,14 @@ with warnings.catch_warnings():  # effdet scripts parts of itself at import (Fut
     from effdet.soft_nms import batched_soft_nms as ref_soft_nms
 
 SIZE, C, B = 256, 5, 2
+
+
+def textbook_top_k(cls, num_classes, k):
+    """``(logits, flat index)`` of the textbook ``select_top_k`` (fast kernels off)."""
+    box = [torch.zeros(c.shape[0], c.shape[1] // num_classes * 4, *c.shape[2:]) for c in cls]
+    with fast.using(False):
+        logits, _, anchor_idx, classes = P.select_top_k(cls, box, num_classes, k)
+    return logits, anchor_idx * num_classes + classes
 
 
 def random_outputs(seed: int):
@@ -62,6 +71,7 @@ def test_max_output_is_a_prefix(backend):
     assert torch.equal(idx20, soft_idx[:20]) and torch.equal(scores20, soft_scores[:20])
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_soft_nms_equals_effdet():
     boxes, scores, labels = random_scored_boxes(300, 4)
     ref_idx, ref_scores = ref_soft_nms(boxes, scores, labels, method_gaussian=True,
@@ -73,6 +83,7 @@ def test_soft_nms_equals_effdet():
 
 
 # --------------------------------------------------------------------------- detections
+@pytest.mark.usefixtures("fast_paths")
 def test_top_k_flattens_like_effdet():
     cls, box = random_outputs(5)
     ref = _post_process(cls, box, num_levels=5, num_classes=C, max_detection_points=1000)
@@ -100,13 +111,13 @@ def test_two_stage_top_k_selects_what_the_flat_top_k_selects(k):
     k = num_anchors() if k == "anchors" else k
     for seed in (0, 1):
         cls = distinct_outputs(seed)
-        flat = P._top_k_flat(cls, C, k)
-        two = P._top_k_two_stage(cls, C, k)
+        flat = textbook_top_k(cls, C, k)
+        two = fast.kernels.top_k_two_stage(cls, C, k)
         assert two is not None
         assert torch.equal(two[0], flat[0]) and torch.equal(two[1], flat[1])
         # also from channels_last outputs (a reshape, not a view)
         cl = [c.to(memory_format=torch.channels_last) for c in cls]
-        assert torch.equal(P._top_k_two_stage(cl, C, k)[1], flat[1])
+        assert torch.equal(fast.kernels.top_k_two_stage(cl, C, k)[1], flat[1])
 
 
 def test_tied_logits_take_the_single_top_k():
@@ -114,10 +125,10 @@ def test_tied_logits_take_the_single_top_k():
     # declines them, so the selection is always the single topk's (effdet's).
     g = torch.Generator().manual_seed(3)
     cls = [torch.randint(0, 4, (B, 9 * C, h, w), generator=g).float() for h, w in A.feature_sizes(SIZE)]
-    assert P._top_k_two_stage(cls, C, 3000) is None
+    assert fast.kernels.top_k_two_stage(cls, C, 3000) is None
     box = [torch.zeros(B, 36, h, w) for h, w in A.feature_sizes(SIZE)]
     logits, _, anchor_idx, classes = P.select_top_k(cls, box, C, k=3000)
-    flat = P._top_k_flat(cls, C, 3000)
+    flat = textbook_top_k(cls, C, 3000)
     assert torch.equal(logits, flat[0]) and torch.equal(anchor_idx * C + classes, flat[1])
     # a single tie between a selected logit and the best one left out is declined too
     cls = distinct_outputs(4)
@@ -125,17 +136,18 @@ def test_tied_logits_take_the_single_top_k():
     kth, next_one = flat_values[0].topk(101).values[-2:]
     for c in cls:
         c[c == next_one] = kth
-    assert P._top_k_two_stage(cls, C, 100) is None
+    assert fast.kernels.top_k_two_stage(cls, C, 100) is None
 
 
 def test_select_top_k_beyond_the_anchor_count_uses_the_flat_top_k():
     cls, box = random_outputs(4)
     k = num_anchors() + 7  # more pairs than anchors: stage 1 cannot bound the k-th logit
     logits, _, anchor_idx, classes = P.select_top_k(cls, box, C, k=k)
-    flat = P._top_k_flat(cls, C, k)
+    flat = textbook_top_k(cls, C, k)
     assert torch.equal(logits, flat[0]) and torch.equal(anchor_idx * C + classes, flat[1])
 
 
+@pytest.mark.usefixtures("fast_paths")
 @pytest.mark.parametrize("letterbox", [False, True])
 def test_detections_equal_effdet_with_hard_nms(letterbox):
     cls, box = random_outputs(6)
@@ -156,6 +168,7 @@ def test_detections_equal_effdet_with_hard_nms(letterbox):
         assert (det["boxes"][:, 2:] >= det["boxes"][:, :2]).all()
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_detections_equal_effdet_with_soft_nms():
     cls, box = random_outputs(7)
     scale, size_wh = torch.tensor([1.0, 2.0]), torch.tensor([[256.0, 256.0], [400.0, 512.0]])
@@ -193,7 +206,7 @@ def test_ties_inside_the_selection_come_in_flat_order():
     third, fifth = flat[0].topk(5).values[[2, 4]]
     for c in cls:
         c[c == fifth] = third  # places 3 and 4 (0-based 2 and 3) now hold equal logits
-    values, index = P._top_k_two_stage(cls, C, 50)
+    values, index = fast.kernels.top_k_two_stage(cls, C, 50)
     assert values[0, 2] == values[0, 3] and index[0, 2] < index[0, 3]
-    assert_same_set = set(index[0].tolist()) == set(P._top_k_flat(cls, C, 50)[1][0].tolist())
-    assert assert_same_set and torch.equal(values, P._top_k_flat(cls, C, 50)[0])
+    assert_same_set = set(index[0].tolist()) == set(textbook_top_k(cls, C, 50)[1][0].tolist())
+    assert assert_same_set and torch.equal(values, textbook_top_k(cls, C, 50)[0])

@@ -119,7 +119,8 @@ def _fetch(url: str, dest_dir: Path, progress: bool) -> tuple[Path, str]:
     except (urllib.error.URLError, OSError) as err:
         tmp.unlink(missing_ok=True)
         raise OSError(f"could not download {url}: {err}. Check the address and your connection, "
-                      f"or download the file by hand and save it as {dest_dir / ARCHIVE_NAME}") from err
+                      f"or download the file by hand and save it as "
+                      f"{dest_dir / ARCHIVE_NAME}") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -238,16 +239,131 @@ def extract_pennfudan(archive: str | Path, root: str | Path) -> Path:
     return dest
 
 
+#: What the converter keeps of one image: its COCO image entry and its COCO annotations.
+ImageRecord = tuple[dict, list[dict]]
+
+
+def _instance_box(pixels: np.ndarray) -> tuple[list[int], int]:
+    """The COCO box ``[x, y, w, h]`` and pixel count of one instance, given as a boolean mask.
+
+    The box runs from the left edge of the instance's first column to the right edge of its
+    last (and likewise for rows), so a one-pixel instance has width and height 1.
+    """
+    ys, xs = np.nonzero(pixels)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1], len(xs)
+
+
 def _boxes_from_mask(mask: np.ndarray) -> list[tuple[list[int], int]]:
     """``([x, y, w, h], area)`` per instance id (1..N) of ``mask``, in increasing id order."""
-    result = []
-    for instance in np.unique(mask):
-        if instance == 0:
-            continue
-        ys, xs = np.nonzero(mask == instance)
-        x0, y0 = int(xs.min()), int(ys.min())
-        result.append(([x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1], len(xs)))
-    return result
+    return [_instance_box(mask == instance) for instance in np.unique(mask) if instance != 0]
+
+
+def _find_source(src: Path) -> Path:
+    """The folder holding ``PNGImages`` and ``PedMasks``: ``src`` itself or its ``PennFudanPed``."""
+    if not (src / "PNGImages").is_dir() and (src / FOLDER_NAME / "PNGImages").is_dir():
+        src = src / FOLDER_NAME
+    _check_layout(src, f"folder {src}")
+    return src
+
+
+def _list_images(src: Path) -> list[str]:
+    """The ``.png`` file names in ``src/PNGImages``, sorted; their position gives the image id."""
+    names = sorted(p.name for p in (src / "PNGImages").glob("*.png"))
+    if not names:
+        raise FileNotFoundError(f"no .png images in {src / 'PNGImages'}")
+    return names
+
+
+def _check_val_images(val_images: int, n_images: int) -> None:
+    """Refuse a val split that would leave no image to train on (or a negative one)."""
+    if not 0 <= val_images < n_images:
+        raise ValueError(f"val_images must be in [0, {n_images - 1}] so that training keeps at "
+                         f"least one of the {n_images} images, got {val_images}")
+
+
+def _read_mask(image_file: Path, mask_file: Path) -> np.ndarray:
+    """The instance mask of ``image_file`` as a 2-D array, checked to match the image's size."""
+    from PIL import Image
+
+    if not mask_file.is_file():
+        raise FileNotFoundError(f"no mask for image {image_file}: expected {mask_file}")
+    with Image.open(image_file) as im:
+        width, height = im.size
+    with Image.open(mask_file) as m:
+        if m.mode not in ("L", "P", "I", "I;16", "1"):
+            raise ValueError(f"{mask_file}: expected a single-channel instance mask, got "
+                             f"mode {m.mode}")
+        mask = np.asarray(m)
+    if mask.shape != (height, width):
+        raise ValueError(f"{mask_file} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                         f"{image_file} is {width}x{height}")
+    return mask
+
+
+def _image_record(src: Path, image_id: int, name: str, first_annotation_id: int) -> ImageRecord:
+    """The COCO image entry of ``name`` and one annotation per instance of its mask.
+
+    Annotations are numbered from ``first_annotation_id``; every one is a "person" (category 1).
+    """
+    image_file = src / "PNGImages" / name
+    mask = _read_mask(image_file, src / "PedMasks" / f"{Path(name).stem}_mask.png")
+    height, width = mask.shape
+    info = {"id": image_id, "file_name": name, "height": height, "width": width}
+    annotations = [{"id": first_annotation_id + k, "image_id": image_id, "category_id": 1,
+                    "bbox": bbox, "area": area, "iscrowd": 0}
+                   for k, (bbox, area) in enumerate(_boxes_from_mask(mask))]
+    return info, annotations
+
+
+def _image_records(src: Path, names: list[str]) -> dict[str, ImageRecord]:
+    """The record of every image, read before anything is written (so a bad mask writes nothing).
+
+    Image ids are 1.. in file-name order and annotation ids are global in that order too, so
+    neither depends on the split.
+    """
+    records: dict[str, ImageRecord] = {}
+    next_annotation_id = 1
+    for image_id, name in enumerate(names, start=1):
+        records[name] = _image_record(src, image_id, name, next_annotation_id)
+        next_annotation_id += len(records[name][1])
+    return records
+
+
+def _split_names(names: list[str], val_images: int, seed: int) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}``: a seeded shuffle, its first ``val_images`` to val.
+
+    Without val images there is no ``"val"`` key. Each split is sorted, so it lists its images
+    in image-id order.
+    """
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    splits = {"train": sorted(order[val_images:])}
+    if val_images:
+        splits["val"] = sorted(order[:val_images])
+    return splits
+
+
+def _write_split(src: Path, out_root: Path, split: str, members: list[str],
+                 records: dict[str, ImageRecord]) -> dict:
+    """Copy the images of one split and write its annotation file; returns its counts.
+
+    Images of the other split that an earlier conversion (with another split) left in this
+    split's folder are deleted, so the folder holds exactly the images its file lists.
+    """
+    image_dir = out_root / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for stale in set(records) - set(members):
+        (image_dir / stale).unlink(missing_ok=True)
+    images, annotations = [], []
+    for name in members:
+        info, objects = records[name]
+        shutil.copyfile(src / "PNGImages" / name, image_dir / name)
+        images.append(info)
+        annotations.extend(objects)
+    _write_atomic(out_root / "annotations" / f"instances_{split}.json",
+                  json.dumps({"images": images, "annotations": annotations,
+                              "categories": CATEGORIES}))
+    return {"images": len(images), "boxes": len(annotations)}
 
 
 def pennfudan_to_coco(src_dir: str | Path, out_root: str | Path,
@@ -257,11 +373,10 @@ def pennfudan_to_coco(src_dir: str | Path, out_root: str | Path,
     ``src_dir`` is the folder holding ``PNGImages`` and ``PedMasks`` (or its parent). Images
     are shuffled by a NumPy generator seeded with ``seed`` and the first ``val_images`` form the
     val split (``0``: no val split; then train with ``--val-split ''``); the same seed always
-    gives the same split. Image ids are
-    1..170 in file-name order and do not depend on the split. Images are copied unchanged to
-    ``out_root/images/<split>/`` and the annotations written to
-    ``out_root/annotations/instances_<split>.json`` with one category, ``{"id": 1, "name":
-    "person"}``.
+    gives the same split. Image ids are 1..170 in file-name order and do not depend on the
+    split. Images are copied unchanged to ``out_root/images/<split>/`` and the annotations
+    written to ``out_root/annotations/instances_<split>.json`` with one category, ``{"id": 1,
+    "name": "person"}``.
 
     Box convention: for instance id ``k`` of a mask, with ``xmin..xmax`` and ``ymin..ymax`` the
     pixel columns and rows it covers, the COCO box is ``[xmin, ymin, xmax - xmin + 1, ymax -
@@ -274,68 +389,13 @@ def pennfudan_to_coco(src_dir: str | Path, out_root: str | Path,
     :class:`ValueError` if a mask is not single-channel or its size differs from its image's.
     Returns ``{split: {"images": n, "boxes": m}}``.
     """
-    from PIL import Image
-
-    src, out_root = Path(src_dir), Path(out_root)
-    if not (src / "PNGImages").is_dir() and (src / FOLDER_NAME / "PNGImages").is_dir():
-        src = src / FOLDER_NAME
-    _check_layout(src, f"folder {src}")
-    names = sorted(p.name for p in (src / "PNGImages").glob("*.png"))
-    if not names:
-        raise FileNotFoundError(f"no .png images in {src / 'PNGImages'}")
-    if not 0 <= val_images < len(names):
-        raise ValueError(f"val_images must be in [0, {len(names) - 1}] so that training keeps at "
-                         f"least one of the {len(names)} images, got {val_images}")
-
-    entries: dict[str, tuple[dict, list[tuple[list[int], int]]]] = {}
-    for image_id, name in enumerate(names, start=1):
-        image_file = src / "PNGImages" / name
-        mask_file = src / "PedMasks" / f"{Path(name).stem}_mask.png"
-        if not mask_file.is_file():
-            raise FileNotFoundError(f"no mask for image {image_file}: expected {mask_file}")
-        with Image.open(image_file) as im:
-            width, height = im.size
-        with Image.open(mask_file) as m:
-            if m.mode not in ("L", "P", "I", "I;16", "1"):
-                raise ValueError(f"{mask_file}: expected a single-channel instance mask, got "
-                                 f"mode {m.mode}")
-            mask = np.asarray(m)
-        if mask.shape != (height, width):
-            raise ValueError(f"{mask_file} is {mask.shape[1]}x{mask.shape[0]} but its image "
-                             f"{image_file} is {width}x{height}")
-        info = {"id": image_id, "file_name": name, "height": height, "width": width}
-        entries[name] = (info, _boxes_from_mask(mask))
-
-    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    splits = {"train": sorted(order[val_images:])}
-    if val_images:
-        splits["val"] = sorted(order[:val_images])
-
-    # Annotation ids are global (in image-id order), so they too do not depend on the split.
-    annotation_id, ann_ids = 0, {}
-    for name in names:
-        ann_ids[name] = list(range(annotation_id + 1, annotation_id + 1 + len(entries[name][1])))
-        annotation_id += len(entries[name][1])
-
+    src, out_root = _find_source(Path(src_dir)), Path(out_root)
+    names = _list_images(src)
+    _check_val_images(val_images, len(names))
+    records = _image_records(src, names)
     (out_root / "annotations").mkdir(parents=True, exist_ok=True)
-    summary = {}
-    for split, members in splits.items():
-        image_dir = out_root / "images" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        for stale in set(names) - set(members):  # left by a conversion with another split
-            (image_dir / stale).unlink(missing_ok=True)
-        images, annotations = [], []
-        for name in members:
-            info, objects = entries[name]
-            shutil.copyfile(src / "PNGImages" / name, image_dir / name)
-            images.append(info)
-            for ann_id, (bbox, area) in zip(ann_ids[name], objects):
-                annotations.append({"id": ann_id, "image_id": info["id"], "category_id": 1,
-                                    "bbox": bbox, "area": area, "iscrowd": 0})
-        _write_atomic(out_root / "annotations" / f"instances_{split}.json",
-                      json.dumps({"images": images, "annotations": annotations,
-                                  "categories": CATEGORIES}))
-        summary[split] = {"images": len(images), "boxes": len(annotations)}
+    summary = {split: _write_split(src, out_root, split, members, records)
+               for split, members in _split_names(names, val_images, seed).items()}
     if not val_images:
         (out_root / "annotations" / "instances_val.json").unlink(missing_ok=True)
     return summary

@@ -1,7 +1,7 @@
-"""Opt-in faster paths: fused conv+BN, a memory-efficient swish, channels_last, compile, AMP.
+"""Opt-in model transforms: fused conv+BN, a memory-efficient swish, channels_last, compile, AMP.
 
 None of these change what the models compute (up to float rounding); each trades generality for
-speed or memory, so each is a separate switch and the book measures what it buys
+speed or memory, so each is applied by an explicit call and the book measures what it buys
 (``benchmarks/bench.py``):
 
 * :func:`fuse_conv_bn` (inference): fold every batch norm that directly follows a convolution
@@ -25,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-from .layers import DepthwiseSeparableConv2d
+from ..layers import DepthwiseSeparableConv2d
 
 
 # --------------------------------------------------------------------------- conv + BN folding
