@@ -6,11 +6,19 @@ The names most readers need are importable from the top level::
     model = et.create_model("efficientnet_b0")
     et.count_parameters(model), et.count_flops(model, 224)
 
-Modules, from the math up (each imports only those before it):
-``layers`` -> ``blocks`` -> ``efficientnet`` -> (``bifpn``, ``anchors``, ``losses``,
-``postprocess``) -> ``efficientdet`` -> ``inference``, ``checkpoints`` -> ``factory``;
-``counting``, ``weights``, ``utils``, ``extras`` (the optional dependencies) beside them;
-``benchmark`` (against timm and effdet) on top.
+Modules, listed so that each imports only modules listed before it (``tests/test_imports.py``
+checks this):
+
+* foundations: ``utils``, ``extras`` (the optional dependencies), ``weights`` (checkpoint
+  conversion), ``layers``, ``fast`` (the fast kernels behind one switch, and opt-in model
+  transforms), ``data`` (datasets, transforms, preprocessing), ``viz``, ``finetune``;
+* Part I, EfficientNet: ``blocks``, ``efficientnet``, ``counting``, ``pretrained``, ``imagenet``;
+* Part II, compound scaling: ``schedules``, ``classify``, ``scaling``, ``explorer``,
+  ``scaled_yolo``;
+* Part III, EfficientDet: ``bifpn``, ``anchors``, ``losses``, ``postprocess``, ``inference``,
+  ``efficientdet``, ``checkpoints``, ``factory``;
+* Part IV, training: ``train``, ``evaluate``, ``recipes``, ``cli``;
+* the appendix: ``export``, ``benchmark`` (against timm and effdet).
 """
 from __future__ import annotations
 

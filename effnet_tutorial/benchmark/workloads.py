@@ -205,6 +205,16 @@ def detector_rows(s: Settings) -> list[Row]:
 
     rows.append(compare("post-processing alone", "effdet", ours_post_only, ref_post, s))
 
+    def textbook(fn: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            with fast.using(False):
+                return fn()
+        return run
+
+    # what the fast kernels buy: the same work with fast.enabled() (the default) and without
+    rows.append(compare("post-processing alone, fast kernels", "ours textbook", ours_post_only,
+                        textbook(ours_post_only), s, note="default"))
+
     # training step with target assignment and loss
     torch.manual_seed(0)
     ours_t = et.create_model("tf_efficientdet_d0").train()
@@ -214,6 +224,10 @@ def detector_rows(s: Settings) -> list[Row]:
     rows.append(compare("d0 training step (targets + loss)", "effdet DetBenchTrain",
                         lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels),
                         lambda: effdet_train_step(bench, r_opt, x, target), s))
+    rows.append(compare("d0 training step, fast kernels", "ours textbook",
+                        lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels),
+                        textbook(lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels)), s,
+                        note="default"))
     return rows
 
 
