@@ -79,7 +79,7 @@ def effdet_trainer_class():
                 k = len(t["boxes"])
                 bbox[i, :k] = t["boxes"][:, [1, 0, 3, 2]]
                 cls[i, :k] = t["labels"].float() + 1
-            out = self.ddp(images, {"bbox": bbox.to(self.device), "cls": cls.to(self.device)})
+            out = self.step_model(images, {"bbox": bbox.to(self.device), "cls": cls.to(self.device)})
             return out["loss"], out["class_loss"], out["box_loss"]
 
     return EffdetTrainer

@@ -1,7 +1,8 @@
 """A small, readable training loop for image classification (Part II's proxy experiments).
 
 Kept apart from the models (a model knows no training loop): AdamW, a linear warm-up then a
-cosine decay, one text line per epoch. Images arrive as ``uint8 (N, 3, S, S)`` and are resized
+cosine decay (both from :mod:`~effnet_tutorial.schedules`, shared with the detector's trainer),
+one text line per epoch. Images arrive as ``uint8 (N, 3, S, S)`` and are resized
 once per run to the resolution under study, which is how resolution scaling enters.
 
 In the book: Chapter 5, *Scaling one dimension at a time, and all three together*.
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .schedules import warmup_cosine_lr, weight_decay_groups
 from .utils import try_gpu
 
 
@@ -37,7 +39,8 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+            raise ValueError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError("need lr > 0, weight_decay >= 0 and 0 <= warmup_fraction < 1")
         if not 0 <= self.label_smoothing < 1:
@@ -53,7 +56,8 @@ def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
     size is averaged away, as a camera with fewer pixels would.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
     x = images.float().div_(255.0)
     if x.shape[-1] != resolution or x.shape[-2] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
@@ -61,20 +65,13 @@ def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return (x - 0.5) / 0.25
 
 
-def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then a cosine decay to zero."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolution: int,
              batch_size: int = 512, device: torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` on uint8 ``images`` resized to ``resolution``."""
     if len(images) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
+        raise ValueError("need as many labels as images (and at least one): "
+                         f"{len(images)} vs {len(labels)}")
     device = device or try_gpu()
     model.eval().to(device)
     x = prepare_images(images, resolution)
@@ -99,7 +96,8 @@ def train_classifier(
     Deterministic for ``config.seed`` on the CPU (shuffling and dropout draw from it).
     """
     if len(images) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need as many labels as images (and at least one): {len(images)} vs {len(labels)}")
+        raise ValueError("need as many labels as images (and at least one): "
+                         f"{len(images)} vs {len(labels)}")
     if labels.dtype != torch.int64 or labels.ndim != 1:
         raise ValueError(f"labels must be int64 (N,), got {labels.dtype} {tuple(labels.shape)}")
     if resolution < 1:
@@ -119,13 +117,11 @@ def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolut
     torch.manual_seed(config.seed)
     x_all = prepare_images(images, resolution)
     model.to(device).train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    opt = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
     total = config.epochs * steps_per_epoch
     warmup = max(1, int(config.warmup_fraction * total))
+    warmup_init = config.lr / warmup  # the first step is not wasted at a learning rate of zero
     gen = torch.Generator().manual_seed(config.seed)
     history, step = [], 0
     for epoch in range(config.epochs):
@@ -133,13 +129,15 @@ def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, resolut
         start, loss_sum = time.perf_counter(), 0.0
         for i in range(0, len(order), config.batch_size):
             idx = order[i:i + config.batch_size]
-            lr = cosine_lr(step, total, config.lr, warmup)
+            lr = warmup_cosine_lr(step, total, warmup, config.lr, warmup_init)
             for group in opt.param_groups:
                 group["lr"] = lr
             logits = model(x_all[idx].to(device))
-            loss = F.cross_entropy(logits, labels[idx].to(device), label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(logits, labels[idx].to(device),
+                                   label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower config.lr")
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at step {step}: lower config.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -3,7 +3,8 @@
 Defaults follow Tan et al. (2020, Sec. 5.1) and the reference code: SGD with momentum 0.9, a linear
 warm-up then a cosine decay (learning rate 0.08 per 64 images), weight decay 4e-5 on weights only
 (not on BN or biases), gradient clipping at global norm 10, and an exponential moving average of
-the weights with decay 0.9998. Every value is a field of :class:`TrainConfig`.
+the weights with decay 0.9998. Every value is a field of :class:`TrainConfig`; the schedule and
+the weight-decay groups come from :mod:`~effnet_tutorial.schedules`.
 
 The device is chosen automatically; on CUDA the step runs in mixed precision with
 ``channels_last``. Checkpoints hold the model, the EMA, the optimiser, the step, the gradient
@@ -24,9 +25,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,9 @@ import torch.distributed as dist
 from torch import nn
 
 from .anchors import anchors_for, assign_targets_batch, feature_sizes, targets_by_level
+from .data.transforms import collate
 from .losses import detection_loss
+from .schedules import cosine_decay, warmup_cosine_lr, weight_decay_groups
 from .utils import try_gpu
 
 
@@ -45,7 +49,8 @@ class TrainConfig:
     epochs: float = 300.0
     batch_size: int = 16
     optimizer: str = "sgd"  # "sgd" (the paper's) or "adamw" (faster from scratch on small budgets)
-    lr: float | None = None  # None: 0.08 * batch_size / 64 for SGD (the reference's rule), 1e-3 for AdamW
+    #: None: 0.08 * batch_size / 64 for SGD (the reference's rule), 1e-3 for AdamW.
+    lr: float | None = None
     warmup_epochs: float = 1.0
     warmup_lr_init: float | None = None  # None: lr / 10 (the reference's 0.008 for 0.08)
     min_lr: float = 0.0
@@ -77,11 +82,13 @@ class TrainConfig:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.batch_size < 1 or not self.epochs > 0:
-            raise ValueError(f"need batch_size >= 1 and epochs > 0, got {self.batch_size}, {self.epochs}")
+            raise ValueError(
+                f"need batch_size >= 1 and epochs > 0, got {self.batch_size}, {self.epochs}")
         if self.clock not in ("wall", "process"):
             raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
-            raise ValueError(f"time_budget_minutes must be > 0 or None, got {self.time_budget_minutes}")
+            raise ValueError(
+                f"time_budget_minutes must be > 0 or None, got {self.time_budget_minutes}")
 
     def base_lr(self, world_size: int = 1) -> float:
         """The peak learning rate: ``lr``, or by default 0.08 per 64 images of the **global**
@@ -90,24 +97,6 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 0.08 * self.batch_size * world_size / 64 if self.optimizer == "sgd" else 1e-3
-
-
-def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float,
-                  warmup_init: float, min_lr: float = 0.0) -> float:
-    """Linear warm-up from ``warmup_init`` to ``base_lr``, then cosine decay to ``min_lr``."""
-    if step < warmup_steps:
-        return warmup_init + (base_lr - warmup_init) * step / max(1, warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on convolution and linear weights only; none on BN, biases, fusion weights."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class ModelEma:
@@ -153,7 +142,8 @@ def atomic_save(obj: object, path: Path) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -209,9 +199,20 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _default_collate(batch):
-    images, targets = zip(*batch)
-    return torch.stack(images), list(targets)
+@dataclass
+class FitState:
+    """What one call of :meth:`Trainer.fit` keeps track of, besides the trainer's own state."""
+
+    stop: int  # the step this call stops at (sys.maxsize: only the time budget stops it)
+    clock: Callable[[], float]  # reads the clock of training time (``TrainConfig.clock``)
+    last: float  # its reading when training time last started counting
+    start_seconds: float  # ``train_seconds`` when this call began, for ``images_per_s``
+    on_epoch_end: Callable[[Trainer, int], None] | None = None
+    on_eval: Callable[[Trainer], dict] | None = None
+    eval_every_minutes: float | None = None
+    next_eval: float | None = None  # the ``train_seconds`` at which ``on_eval`` is due next
+    bar: Any = None  # the progress bar, if any
+    seen: int = 0  # images trained on in this call, all processes together
 
 
 class Trainer:
@@ -225,34 +226,39 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, train_set: torch.utils.data.Dataset, config: TrainConfig,
-                 output_dir: str | os.PathLike, collate_fn: Callable = _default_collate) -> None:
+                 output_dir: str | os.PathLike, collate_fn: Callable = collate) -> None:
         if len(train_set) == 0:
             raise ValueError("the training set is empty")
         self.config, self.train_set, self.collate_fn = config, train_set, collate_fn
         self.output_dir = Path(output_dir)
         self.rank, self.world, self.device = setup_distributed()
         torch.manual_seed(config.seed)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.memory_format = (torch.channels_last if config.channels_last and self.device.type == "cuda"
+        on_cuda = self.device.type == "cuda"
+        self.use_amp = config.amp and on_cuda
+        self.memory_format = (torch.channels_last if config.channels_last and on_cuda
                               else torch.contiguous_format)
         if config.sync_bn and self.world > 1:
-            if self.device.type == "cuda":
+            if on_cuda:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 import warnings
-                warnings.warn("sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); training these "
-                              "CPU processes with per-process batch norm", stacklevel=2)
+                warnings.warn("sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); training "
+                              "these CPU processes with per-process batch norm", stacklevel=2)
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.ddp = (nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # What the training step calls: with several processes, the DistributedDataParallel
+        # wrapper (which averages the gradients across processes); with one, the model itself.
+        self.step_model = (nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if on_cuda else None)
             if self.world > 1 else self.model)
-        groups = parameter_groups(self.model, config.weight_decay)
+        groups = weight_decay_groups(self.model, config.weight_decay)
+        peak = config.base_lr(self.world)
         if config.optimizer == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.base_lr(self.world))
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=peak)
         else:
-            self.optimizer = torch.optim.SGD(groups, lr=config.base_lr(self.world), momentum=config.momentum)
+            self.optimizer = torch.optim.SGD(groups, lr=peak, momentum=config.momentum)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.ema = ModelEma(self.model, config.ema_decay, config.ema_warmup) if config.ema_decay > 0 else None
+        self.ema = (ModelEma(self.model, config.ema_decay, config.ema_warmup)
+                    if config.ema_decay > 0 else None)
         per_step = config.batch_size * self.world
         self.steps_per_epoch = max(1, len(train_set) // per_step)
         self.total_steps = max(1, int(round(config.epochs * self.steps_per_epoch)))
@@ -260,6 +266,7 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0  # training time so far (evaluation excluded), kept in checkpoints
         self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.fit_state: FitState | None = None  # set by fit
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -267,7 +274,8 @@ class Trainer:
         return {"model": self.model.state_dict(),
                 "ema": self.ema.module.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "train_seconds": self.train_seconds, "rng": _rng_state(), "config": asdict(self.config),
+                "step": self.step, "train_seconds": self.train_seconds, "rng": _rng_state(),
+                "config": asdict(self.config),
                 "num_classes": getattr(self.model, "num_classes", None)}
 
     def save_checkpoint(self, name: str = "last.pth") -> Path | None:
@@ -291,7 +299,8 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------- steps
-    def compute_loss(self, images: torch.Tensor, targets: Sequence[dict]) -> tuple[torch.Tensor, ...]:
+    def compute_loss(self, images: torch.Tensor,
+                     targets: Sequence[dict]) -> tuple[torch.Tensor, ...]:
         """Forward pass, anchor targets and the detection loss ``(total, class, box)``."""
         size = tuple(images.shape[-2:])
         anchors = anchors_for(self.model, size).to(self.device)
@@ -299,9 +308,10 @@ class Trainer:
         labels = [t["labels"].to(self.device) for t in targets]
         cls_t, box_t, num_pos = assign_targets_batch(anchors, boxes, labels)
         c = self.model.config
-        cls_levels, box_levels = targets_by_level(cls_t, box_t, feature_sizes(size, c.min_level, c.max_level))
+        cls_levels, box_levels = targets_by_level(
+            cls_t, box_t, feature_sizes(size, c.min_level, c.max_level))
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            cls_out, box_out = self.ddp(images)
+            cls_out, box_out = self.step_model(images)
         # Each process normalises by its own positives (+1), as the reference does; DDP then
         # averages the gradients of the processes.
         total, cls_loss, box_loss = detection_loss(
@@ -316,28 +326,20 @@ class Trainer:
         peak = c.base_lr(self.world)
         init = c.warmup_lr_init if c.warmup_lr_init is not None else peak / 10
         if c.time_budget_minutes is None or self.step < self.warmup_steps:
-            return learning_rate(self.step, self.total_steps, self.warmup_steps, peak, init, c.min_lr)
+            return warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, peak, init,
+                                    c.min_lr)
         progress = min(1.0, self.train_seconds / (60.0 * c.time_budget_minutes))
-        return c.min_lr + 0.5 * (peak - c.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-    def budget_spent(self) -> bool:
-        """True once the run is over: the time budget is spent, if there is one."""
-        budget = self.config.time_budget_minutes
-        return budget is not None and self.train_seconds >= 60.0 * budget
+        return cosine_decay(progress, peak, c.min_lr)
 
     def train_step(self, images: torch.Tensor, targets: Sequence[dict]) -> dict:
-        """One optimiser step; raises ``FloatingPointError`` on a NaN or infinite loss."""
+        """One optimiser step on a batch from :meth:`prepare_batch`; raises ``FloatingPointError``
+        on a NaN or infinite loss."""
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
         total, cls_loss, box_loss = self.compute_loss(images, targets)
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"the loss became {total.item()} at step {self.step} (class {cls_loss.item()}, box "
-                f"{box_loss.item()}); training stopped. The last good checkpoint is "
-                f"{self.output_dir / 'last.pth'}. Lower the learning rate or check the data.")
+        self._check_finite(total, cls_loss, box_loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -350,13 +352,25 @@ class Trainer:
         return {"loss": total.item(), "cls_loss": cls_loss.item(),
                 "box_loss": box_loss.item(), "lr": lr, "grad_norm": float(grad_norm)}
 
+    def _check_finite(self, total: torch.Tensor, cls_loss: torch.Tensor,
+                      box_loss: torch.Tensor) -> None:
+        """The NaN guard: stop before a NaN or infinite loss reaches the weights, and say where
+        the last good checkpoint is."""
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"the loss became {total.item()} at step {self.step} (class {cls_loss.item()}, box "
+                f"{box_loss.item()}); training stopped. The last good checkpoint is "
+                f"{self.output_dir / 'last.pth'}. Lower the learning rate or check the data.")
+
+    # ----------------------------------------------------------------------------- data
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator:
         """Batches of ``epoch`` in a seeded order (this process's share), skipping ``skip``."""
         g = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
         order = torch.randperm(len(self.train_set), generator=g).tolist()
         per_step = self.config.batch_size * self.world
         order = order[: self.steps_per_epoch * per_step][skip * per_step:]
-        mine = [i for k, i in enumerate(order) if (k // self.config.batch_size) % self.world == self.rank]
+        mine = [i for k, i in enumerate(order)
+                if (k // self.config.batch_size) % self.world == self.rank]
         if hasattr(self.train_set, "epoch"):
             self.train_set.epoch = epoch
         loader = torch.utils.data.DataLoader(
@@ -366,17 +380,18 @@ class Trainer:
             persistent_workers=False, pin_memory=self.device.type == "cuda")
         return iter(loader)
 
-    def log(self, record: dict) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
-        if self.rank == 0:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    def prepare_batch(self, batch: tuple[torch.Tensor, list[dict]]
+                      ) -> tuple[torch.Tensor, list[dict]]:
+        """Move a batch's images to the device, in the model's memory format; the targets stay
+        where they are (:meth:`compute_loss` moves what it needs)."""
+        images, targets = batch
+        return images.to(self.device, memory_format=self.memory_format, non_blocking=True), targets
 
+    # ----------------------------------------------------------------------------- the loop
     def fit(self, max_steps: int | None = None,
-            on_epoch_end: Callable[["Trainer", int], None] | None = None,
+            on_epoch_end: Callable[[Trainer, int], None] | None = None,
             eval_every_minutes: float | None = None,
-            on_eval: Callable[["Trainer"], dict] | None = None) -> None:
+            on_eval: Callable[[Trainer], dict] | None = None) -> None:
         """Train until ``total_steps`` or the time budget (or ``max_steps``, to stop early and
         resume later).
 
@@ -386,58 +401,135 @@ class Trainer:
         """
         if (on_eval is None) != (eval_every_minutes is None):
             raise ValueError("give both eval_every_minutes and on_eval, or neither")
+        self.fit_state = self._start_fit(max_steps, on_epoch_end, eval_every_minutes, on_eval)
+        while not self._finished():
+            self.fit_epoch()
+        self._end_fit()
+
+    def fit_epoch(self) -> None:
+        """Train through the rest of the current epoch (all of it, unless resuming mid-epoch)."""
+        epoch, skip = divmod(self.step, self.steps_per_epoch)
+        for batch in self._epoch_batches(epoch, skip):
+            images, targets = self.prepare_batch(batch)
+            stats = self.train_step(images, targets)
+            self._count_step(len(images))
+            self._after_step(stats)
+            if self._finished():
+                break
+        self._end_epoch()
+
+    def _start_fit(self, max_steps: int | None, on_epoch_end: Callable[[Trainer, int], None] | None,
+                   eval_every_minutes: float | None,
+                   on_eval: Callable[[Trainer], dict] | None) -> FitState:
+        """The bookkeeping of one call of :meth:`fit`: where it stops, when it evaluates next, its
+        progress bar, and the clock of training time, started last."""
         budgeted = self.config.time_budget_minutes is not None
         stop = self.total_steps if not budgeted else sys.maxsize
         stop = min(stop, max_steps) if max_steps is not None else stop
-        bar = None
-        if self.config.progress and self.rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(total=None if budgeted else stop, initial=self.step, ascii=True, file=sys.stdout,
-                       mininterval=5, dynamic_ncols=False, ncols=100, desc="train")
         next_eval = None
-        if eval_every_minutes is not None:
-            next_eval = (math.floor(self.train_seconds / (60 * eval_every_minutes)) + 1) * 60 * eval_every_minutes
-
-        def evaluate() -> None:
-            if on_eval is not None:
-                self.log({"event": "eval", "step": self.step, "train_time": self.train_seconds, **on_eval(self)})
-
+        if eval_every_minutes is not None:  # the next multiple of the interval
+            every = 60 * eval_every_minutes
+            next_eval = (math.floor(self.train_seconds / every) + 1) * 60 * eval_every_minutes
+        bar = self._progress_bar(None if budgeted else stop)
         clock = time.process_time if self.config.clock == "process" else time.perf_counter
-        seen, last = 0, clock()
-        start_seconds = self.train_seconds
-        while self.step < stop and not self.budget_spent():
-            epoch, skip = divmod(self.step, self.steps_per_epoch)
-            for images, targets in self._epoch_batches(epoch, skip):
-                stats = self.train_step(images, targets)
-                seen += len(images) * self.world
-                now = clock()
-                self.train_seconds += now - last
-                last = now
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", refresh=False)
-                done = self.step >= stop or self.budget_spent()
-                if self.step % self.config.log_every == 0 or done:
-                    elapsed = self.train_seconds - start_seconds
-                    self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                              "time": self.train_seconds, "images_per_s": seen / max(elapsed, 1e-9), **stats})
-                if self.step % self.config.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if next_eval is not None and self.train_seconds >= next_eval and not done:
-                    evaluate()
-                    next_eval += 60 * eval_every_minutes
-                last = clock()  # checkpoints and evaluations are not training time
-                if done:
-                    break
-            if self.step % self.steps_per_epoch == 0 or self.step >= stop or self.budget_spent():
-                self.save_checkpoint()
-                if on_epoch_end is not None and self.step % self.steps_per_epoch == 0:
-                    on_epoch_end(self, self.step // self.steps_per_epoch)
-                last = clock()
+        return FitState(stop=stop, clock=clock, last=clock(), start_seconds=self.train_seconds,
+                        on_epoch_end=on_epoch_end, on_eval=on_eval,
+                        eval_every_minutes=eval_every_minutes, next_eval=next_eval, bar=bar)
+
+    def _progress_bar(self, total: int | None) -> Any:
+        """A text progress bar (rank 0, with ``config.progress``; else ``None``)."""
+        if not (self.config.progress and self.rank == 0):
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=self.step, ascii=True, file=sys.stdout,
+                    mininterval=5, dynamic_ncols=False, ncols=100, desc="train")
+
+    def _finished(self) -> bool:
+        """True once this call of :meth:`fit` is over: at its last step, or out of time."""
+        return self.step >= self.fit_state.stop or self.budget_spent()
+
+    def budget_spent(self) -> bool:
+        """True once the run is over: the time budget is spent, if there is one."""
+        budget = self.config.time_budget_minutes
+        return budget is not None and self.train_seconds >= 60.0 * budget
+
+    def _count_step(self, batch_size: int) -> None:
+        """Count a step's images (all processes together) and add its time to the training time."""
+        state = self.fit_state
+        state.seen += batch_size * self.world
+        now = state.clock()
+        self.train_seconds += now - state.last
+        state.last = now
+
+    def _restart_clock(self) -> None:
+        """Count training time from now on: what ran since the last reading was not training."""
+        self.fit_state.last = self.fit_state.clock()
+
+    def _after_step(self, stats: dict) -> None:
+        """What follows a step, none of it training time: the progress bar, then a metrics line, a
+        checkpoint and an evaluation when they are due."""
+        done = self._finished()
+        self._show_progress(stats)
+        if self.step % self.config.log_every == 0 or done:
+            self._log_step(stats)
+        if self.step % self.config.checkpoint_every == 0:
+            self.save_checkpoint()
+        if not done:  # the last evaluation comes from _end_fit
+            self._evaluate_if_due()
+        self._restart_clock()
+
+    def _show_progress(self, stats: dict) -> None:
+        """Advance the progress bar by one step, showing the loss and the learning rate."""
+        bar = self.fit_state.bar
         if bar is not None:
-            bar.close()
-        if on_eval is not None and (self.step >= self.total_steps or self.budget_spent()):
-            evaluate()
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", refresh=False)
+
+    def _log_step(self, stats: dict) -> None:
+        """A ``metrics.jsonl`` line: the step's statistics, the training time, the throughput."""
+        elapsed = self.train_seconds - self.fit_state.start_seconds
+        self.log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                  "time": self.train_seconds,
+                  "images_per_s": self.fit_state.seen / max(elapsed, 1e-9), **stats})
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
+        if self.rank == 0:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _evaluate_if_due(self) -> None:
+        """Evaluate once ``eval_every_minutes`` more of training time have passed."""
+        state = self.fit_state
+        if state.next_eval is not None and self.train_seconds >= state.next_eval:
+            self._evaluate()
+            state.next_eval += 60 * state.eval_every_minutes
+
+    def _evaluate(self) -> None:
+        """Call ``on_eval`` and log what it returns with the step and the training time."""
+        on_eval = self.fit_state.on_eval
+        if on_eval is not None:
+            self.log({"event": "eval", "step": self.step, "train_time": self.train_seconds,
+                      **on_eval(self)})
+
+    def _end_epoch(self) -> None:
+        """At the end of an epoch, or where this call of :meth:`fit` stops: a checkpoint, then
+        ``on_epoch_end`` (at epoch ends only)."""
+        at_epoch_end = self.step % self.steps_per_epoch == 0
+        if at_epoch_end or self._finished():
+            self.save_checkpoint()
+            if self.fit_state.on_epoch_end is not None and at_epoch_end:
+                self.fit_state.on_epoch_end(self, self.step // self.steps_per_epoch)
+            self._restart_clock()
+
+    def _end_fit(self) -> None:
+        """Close the progress bar; evaluate a last time if the whole run is over (not only this
+        call)."""
+        if self.fit_state.bar is not None:
+            self.fit_state.bar.close()
+        if self.step >= self.total_steps or self.budget_spent():
+            self._evaluate()
 
     def eval_model(self) -> nn.Module:
         """The model to evaluate: the EMA if there is one."""

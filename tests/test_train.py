@@ -13,9 +13,8 @@ import torch
 from effnet_tutorial import create_model
 from effnet_tutorial.data.coco import CocoDetection
 from effnet_tutorial.data.shapes import write_coco_dataset
-from effnet_tutorial.data.transforms import train_transforms
-from effnet_tutorial.train import (SeededAugmentation, TrainConfig, Trainer, atomic_save,
-                                   learning_rate, parameter_groups)
+from effnet_tutorial.data.transforms import collate, train_transforms
+from effnet_tutorial.train import SeededAugmentation, TrainConfig, Trainer, atomic_save
 
 
 @pytest.fixture(scope="module")
@@ -26,35 +25,35 @@ def data_root(tmp_path_factory):
 
 
 def tiny_model():
-    return create_model("tf_efficientdet_d0", num_classes=4, fpn_channels=16, fpn_repeats=1, head_repeats=1)
+    return create_model("tf_efficientdet_d0", num_classes=4, fpn_channels=16, fpn_repeats=1,
+                        head_repeats=1)
 
 
 def make_trainer(data_root, out, checkpoint_every=1000, **overrides):
-    raw = CocoDetection(data_root / "images" / "train", data_root / "annotations" / "instances_train.json")
+    raw = CocoDetection(data_root / "images" / "train",
+                        data_root / "annotations" / "instances_train.json")
     train_set = SeededAugmentation(raw, train_transforms(64, (0.5, 1.5)), seed=0)
     config = TrainConfig(epochs=2, batch_size=2, lr=0.02, warmup_epochs=0.5, num_workers=0,
-                         progress=False, log_every=1, checkpoint_every=checkpoint_every, **overrides)
+                         progress=False, log_every=1, checkpoint_every=checkpoint_every,
+                         **overrides)
     torch.manual_seed(0)
     return Trainer(tiny_model(), train_set, config, out)
 
 
-def test_schedule_warms_up_then_follows_a_cosine():
-    lrs = [learning_rate(s, 100, 10, 0.1, 0.01) for s in range(101)]
-    assert lrs[0] == pytest.approx(0.01) and lrs[10] == pytest.approx(0.1)
-    assert lrs[55] == pytest.approx(0.05) and lrs[100] == pytest.approx(0.0, abs=1e-12)
-    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
-
-
-def test_no_weight_decay_on_norms_and_biases():
-    groups = parameter_groups(tiny_model(), 4e-5)
-    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
-    assert groups[1]["weight_decay"] == 0.0
+def test_one_process_steps_the_model_itself_and_batches_with_the_data_collate(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path)
+    assert trainer.step_model is trainer.model  # DistributedDataParallel with several processes
+    assert trainer.collate_fn is collate
+    images, targets = trainer.prepare_batch(next(trainer._epoch_batches(0, 0)))
+    assert images.shape == (2, 3, 64, 64) and images.device == trainer.device
+    assert len(targets) == 2 and {"boxes", "labels"} <= set(targets[0])
 
 
 def test_default_learning_rate_follows_the_reference_scaling():
     assert TrainConfig(batch_size=64).base_lr() == pytest.approx(0.08)
     assert TrainConfig(batch_size=16).base_lr() == pytest.approx(0.02)
-    assert TrainConfig(batch_size=16).base_lr(world_size=4) == pytest.approx(0.08)  # the global batch
+    # the global batch:
+    assert TrainConfig(batch_size=16).base_lr(world_size=4) == pytest.approx(0.08)
     assert TrainConfig(batch_size=16, lr=0.5).base_lr(world_size=4) == 0.5
 
 
@@ -69,10 +68,13 @@ def test_resumed_run_reaches_the_same_weights(data_root, tmp_path):
     assert resumed.step == 3
     resumed.fit(max_steps=4)
     for name, a in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], a, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(resumed.model.state_dict()[name], a, rtol=1e-4, atol=1e-5,
+                                   msg=name)
     for name, a in straight.ema.module.state_dict().items():
-        torch.testing.assert_close(resumed.ema.module.state_dict()[name], a, rtol=1e-4, atol=1e-5, msg=name)
-    lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+        torch.testing.assert_close(resumed.ema.module.state_dict()[name], a, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+    lines = [json.loads(line)
+             for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, 5))
     assert all(math.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in lines)
 
@@ -146,7 +148,8 @@ def test_adamw_trainer_uses_adamw_with_decay_on_weights_only(data_root, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("clock_name", ["wall", "process"])
-def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch, clock_name):
+def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path, monkeypatch,
+                                                            clock_name):
     import types
 
     import effnet_tutorial.train as train_module
@@ -162,9 +165,11 @@ def test_time_budget_stops_training_and_drives_the_schedule(data_root, tmp_path,
     clocks = {"perf_counter": fake, "process_time": unused} if clock_name == "wall" else \
         {"perf_counter": unused, "process_time": fake}
     monkeypatch.setattr(train_module, "time", types.SimpleNamespace(**clocks))
-    trainer = make_trainer(data_root, tmp_path, time_budget_minutes=0.25, clock=clock_name)  # 15 fake s
+    # 15 fake seconds:
+    trainer = make_trainer(data_root, tmp_path, time_budget_minutes=0.25, clock=clock_name)
     evals = []
-    trainer.fit(eval_every_minutes=0.05, on_eval=lambda t: evals.append(t.train_seconds) or {"AP": 0.5})
+    trainer.fit(eval_every_minutes=0.05,
+                on_eval=lambda t: evals.append(t.train_seconds) or {"AP": 0.5})
     assert trainer.budget_spent() and 15 <= trainer.train_seconds < 17
     assert trainer.step > trainer.warmup_steps
     assert trainer.current_lr() == pytest.approx(0.0, abs=1e-12)  # the cosine has run its course

@@ -141,34 +141,49 @@ def classifier_rows(s: Settings) -> list[Row]:
     return rows
 
 
+def effdet_d0_at(size: int) -> torch.nn.Module:
+    """effdet's D0 in eval mode whose anchors fit ``size`` (smoke runs use smaller inputs)."""
+    from effdet import create_model
+
+    if size == 512:
+        return effdet_d0().eval()
+    return create_model("tf_efficientdet_d0", pretrained_backbone=False,
+                        image_size=(size, size)).eval()
+
+
+def textbook(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the fast kernels off (``effnet_tutorial.fast.using(False)``)."""
+    from effnet_tutorial import fast
+
+    def run():
+        with fast.using(False):
+            return fn()
+    return run
+
+
 def detector_rows(s: Settings) -> list[Row]:
-    """EfficientDet-D0 inference (raw, with post-processing), post-processing alone, training."""
-    from effdet.bench import DetBenchPredict, DetBenchTrain, _batch_detection, _post_process
+    """EfficientDet-D0 inference, post-processing alone and the training step (see the parts)."""
+    torch.manual_seed(0)
+    x = torch.randn(s.det_batch, 3, s.det_size, s.det_size)
+    return detector_inference_rows(s, x) + postprocess_rows(s, x) + detector_training_rows(s, x)
+
+
+def detector_inference_rows(s: Settings, x: torch.Tensor) -> list[Row]:
+    """D0 raw outputs and with post-processing against effdet, Lite0, and fused D0 (opt-in)."""
+    from effdet.bench import DetBenchPredict
 
     import effnet_tutorial as et
     from effnet_tutorial import fast
     from effnet_tutorial.anchors import anchors_for
     from effnet_tutorial.postprocess import postprocess_detections
 
-    torch.manual_seed(0)
-    size = s.det_size
-    x = torch.randn(s.det_batch, 3, size, size)
-    ours = et.create_model("tf_efficientdet_d0").eval()
-    ref = effdet_d0().eval()
-    if size != ref.config.image_size[0]:  # smoke runs: effdet's anchors follow its config size
-        from effdet import create_model
-
-        ref = create_model("tf_efficientdet_d0", pretrained_backbone=False,
-                           image_size=(size, size)).eval()
+    ours, ref = et.create_model("tf_efficientdet_d0").eval(), effdet_d0_at(s.det_size)
     predict = DetBenchPredict(ref).eval()
-    anchors = anchors_for(ours, (size, size))
-
-    def ours_post(cls_out, box_out):
-        return postprocess_detections(cls_out, box_out, anchors, ours.num_classes)
+    anchors = anchors_for(ours, tuple(x.shape[-2:]))
 
     def ours_full():
         with torch.inference_mode():
-            return ours_post(*ours(x))
+            return postprocess_detections(*ours(x), anchors, ours.num_classes)
 
     def ref_full():
         with torch.inference_mode():
@@ -177,59 +192,68 @@ def detector_rows(s: Settings) -> list[Row]:
     rows = [
         compare("d0 inference, raw outputs", "effdet", inference_fn(ours, x), inference_fn(ref, x), s),
         compare("d0 inference + post-processing", "effdet DetBenchPredict", ours_full, ref_full, s),
+        lite0_row(s),
     ]
-    rows.append(lite0_row(s))
     fused = fast.fuse_conv_bn(ours)
     rows.append(compare("d0 inference, fused conv+BN", "ours eager", inference_fn(fused, x),
                         inference_fn(ours, x), s, note="opt-in"))
-    del fused
+    return rows
 
-    # post-processing alone, on the same head outputs for both. A random-weight head puts every
-    # class logit within about 1e-5 of the prior bias, so they tie everywhere (the D0 +
-    # post-processing row above has those); a trained head's logits spread over several units.
-    # This row adds seeded unit Gaussian noise to the random head's logits for that spread.
+
+def postprocess_rows(s: Settings, x: torch.Tensor) -> list[Row]:
+    """Post-processing alone on fixed head outputs: against effdet, and fast kernels vs textbook.
+
+    A random-weight head puts every class logit within about 1e-5 of the prior bias, so they tie
+    everywhere; a trained head's logits spread over several units. These rows add seeded unit
+    Gaussian noise to the random head's logits for that spread.
+    """
+    from effdet.bench import DetBenchPredict, _batch_detection, _post_process
+
+    import effnet_tutorial as et
+    from effnet_tutorial.anchors import anchors_for
+    from effnet_tutorial.postprocess import postprocess_detections
+
+    ours, ref = et.create_model("tf_efficientdet_d0").eval(), effdet_d0_at(s.det_size)
+    anchors, boxes_ref = anchors_for(ours, tuple(x.shape[-2:])), DetBenchPredict(ref).anchors.boxes
     with torch.inference_mode():
         cls_out, box_out = ours(x)
         g = torch.Generator().manual_seed(1)
         cls_out = [c + torch.randn(c.shape, generator=g) for c in cls_out]
-    boxes_ref = predict.anchors.boxes
 
     def ref_post():
         with torch.inference_mode():
             c, b, idx, cl = _post_process(cls_out, box_out, ref.config.num_levels, 90, 5000)
             return _batch_detection(x.shape[0], c, b, boxes_ref, idx, cl, None, None, 100, False)
 
-    def ours_post_only():
+    def ours_post():
         with torch.inference_mode():
-            return ours_post(cls_out, box_out)
+            return postprocess_detections(cls_out, box_out, anchors, ours.num_classes)
 
-    rows.append(compare("post-processing alone", "effdet", ours_post_only, ref_post, s))
+    return [compare("post-processing alone", "effdet", ours_post, ref_post, s),
+            compare("post-processing alone, fast kernels", "ours textbook", ours_post,
+                    textbook(ours_post), s, note="default")]
 
-    def textbook(fn: Callable[[], object]) -> Callable[[], object]:
-        def run():
-            with fast.using(False):
-                return fn()
-        return run
 
-    # what the fast kernels buy: the same work with fast.enabled() (the default) and without
-    rows.append(compare("post-processing alone, fast kernels", "ours textbook", ours_post_only,
-                        textbook(ours_post_only), s, note="default"))
+def detector_training_rows(s: Settings, x: torch.Tensor) -> list[Row]:
+    """One D0 training step with target assignment and loss: against effdet, and fast kernels
+    vs textbook."""
+    from effdet.bench import DetBenchTrain
 
-    # training step with target assignment and loss
+    import effnet_tutorial as et
+
     torch.manual_seed(0)
-    ours_t = et.create_model("tf_efficientdet_d0").train()
-    bench = DetBenchTrain(effdet_d0() if size == 512 else ref).train()
-    (boxes, labels), target = det_targets(s.det_batch, size)
-    o_opt, r_opt = sgd(ours_t), sgd(bench)
-    rows.append(compare("d0 training step (targets + loss)", "effdet DetBenchTrain",
-                        lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels),
-                        lambda: effdet_train_step(bench, r_opt, x, target), s))
-    rows.append(compare("d0 training step, fast kernels", "ours textbook",
-                        lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels),
-                        textbook(lambda: our_det_train_step(ours_t, o_opt, x, boxes, labels)), s,
-                        note="default"))
-    return rows
+    ours = et.create_model("tf_efficientdet_d0").train()
+    bench = DetBenchTrain(effdet_d0_at(s.det_size)).train()
+    (boxes, labels), target = det_targets(s.det_batch, s.det_size)
+    o_opt, r_opt = sgd(ours), sgd(bench)
 
+    def ours_step():
+        return our_det_train_step(ours, o_opt, x, boxes, labels)
+
+    return [compare("d0 training step (targets + loss)", "effdet DetBenchTrain", ours_step,
+                    lambda: effdet_train_step(bench, r_opt, x, target), s),
+            compare("d0 training step, fast kernels", "ours textbook", ours_step,
+                    textbook(ours_step), s, note="default")]
 
 
 def lite0_row(s: Settings) -> Row:
