@@ -9,9 +9,10 @@ The names most readers need are importable from the top level::
 Modules, listed so that each imports only modules listed before it (``tests/test_imports.py``
 checks this):
 
-* foundations: ``utils``, ``extras`` (the optional dependencies), ``weights`` (checkpoint
-  conversion), ``layers``, ``fast`` (the fast kernels behind one switch, and opt-in model
-  transforms), ``data`` (datasets, transforms, preprocessing), ``viz``, ``finetune``;
+* foundations: ``utils``, ``extras`` (the optional dependencies), ``runs`` (a training run's
+  folder: atomic saves, the lock, resumes), ``weights`` (checkpoint conversion), ``layers``,
+  ``fast`` (the fast kernels behind one switch, and opt-in model transforms), ``data``
+  (datasets, transforms, preprocessing), ``viz``, ``finetune``;
 * Part I, EfficientNet: ``blocks``, ``efficientnet``, ``counting``, ``pretrained``, ``imagenet``;
 * Part II, compound scaling: ``schedules``, ``classify``, ``scaling``, ``explorer``,
   ``scaled_yolo``;

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoints import download_checkpoint, load_detector_weights
+from .checkpoints import download_checkpoint, load_detector_weights, require_detector
 from .efficientdet import DETECTOR_PRESETS, DetectorConfig, efficientdet
 from .efficientnet import LITE_PRESETS, PRESETS, EfficientNet, efficientnet
 from .pretrained import load_pretrained, weights_file
@@ -58,6 +58,7 @@ def _detector_builder(name: str) -> Callable[..., nn.Module]:
         # a missing package or a backbone without weights fails before building
         path = weights_file(backbone) if pretrained_backbone else None
         model = efficientdet(name, num_classes=num_classes, **options)
+        model.model_name = name  # what checkpoints record (checkpoints.describe_model)
         if pretrained_backbone:
             load_pretrained(model.backbone, backbone, path)
         if pretrained:
@@ -75,9 +76,14 @@ for _name in DETECTOR_PRESETS:
     _MODELS[_name] = (_detector_builder(_name), _DETECTOR_OPTIONS)
 
 
-def list_models() -> list[str]:
-    """Every name :func:`create_model` accepts."""
-    return sorted(_MODELS)
+def list_models(kind: str | None = None) -> list[str]:
+    """Every name :func:`create_model` accepts, or only the ``"classifier"`` or ``"detector"``
+    names."""
+    if kind not in (None, "classifier", "detector"):
+        raise ValueError(f"kind must be None, 'classifier' or 'detector', got {kind!r}")
+    detectors = set(DETECTOR_PRESETS)
+    return sorted(n for n in _MODELS
+                  if kind is None or (n in detectors) == (kind == "detector"))
 
 
 def create_model(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
@@ -101,7 +107,10 @@ def create_model(name: str, num_classes: int | None = None, **options: Any) -> n
     released COCO checkpoint, hash-checked; needs internet) or ``checkpoint_path=`` (a local
     file), or ``pretrained_backbone=True`` (the backbone's ImageNet weights, offline: Lite0 to
     Lite2, see :mod:`~effnet_tutorial.pretrained`). With ``num_classes`` other than 90 the
-    pretrained class head is re-initialised.
+    pretrained class head is re-initialised. ``checkpoint_path`` also takes this package's
+    training checkpoints (their EMA weights) and model files; to rebuild the very model a
+    checkpoint describes (its options, input size and class names), use
+    :func:`~effnet_tutorial.checkpoints.load_trained`.
 
     >>> model = create_model("efficientnet_b0")
     >>> count_parameters(model)  # doctest: +SKIP
@@ -111,10 +120,15 @@ def create_model(name: str, num_classes: int | None = None, **options: Any) -> n
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(list_models())}")
     builder, allowed = _MODELS[name]
     unknown = sorted(set(options) - allowed)
+    if unknown and name not in DETECTOR_PRESETS and set(unknown) <= _DETECTOR_OPTIONS:
+        require_detector(name)  # a classifier given a detector's options: say so
     if unknown:
         raise ValueError(
             f"unknown option(s) {unknown} for {name!r}; valid options: {', '.join(sorted(allowed))}"
         )
+    if options.get("features_only") and num_classes is not None:
+        raise ValueError(f"{name} with features_only=True has no classifier, so num_classes="
+                         f"{num_classes} would be ignored; leave num_classes out")
     if num_classes is not None:
         options["num_classes"] = num_classes
     return builder(**options)

@@ -10,9 +10,15 @@ The device is chosen automatically; on CUDA the step runs in mixed precision wit
 ``channels_last``. Checkpoints hold the model, the EMA, the optimiser, the step, the gradient
 scaler and every RNG state, and are written atomically (temporary file, then rename), so a run
 killed at any moment resumes exactly where it was: the data order and augmentations are functions
-of (seed, epoch, index), not of how many batches were drawn before. A NaN or infinite loss stops
-training with a clear message and leaves the last good checkpoint in place. Several GPUs (or CPU
-processes) train with PyTorch's DistributedDataParallel when started with ``torchrun``.
+of (seed, epoch, index), not of how many batches were drawn before. Only finite weights are ever
+saved: a NaN or infinite loss, gradient or weight stops training with a message that names the
+last good checkpoint (or says there is none). Checkpoints describe themselves (a ``"meta"`` entry,
+see :mod:`~effnet_tutorial.checkpoints`) and load with ``torch.load(weights_only=True)``; resuming
+checks that the checkpoint's model, classes and batch are this trainer's. :meth:`Trainer.fit`
+holds a lock on the output folder, checks it is writable first, and a failed save removes its
+partial file and says why (the run folder's machinery is :mod:`~effnet_tutorial.runs`). Several
+GPUs (or CPU processes) train with PyTorch's DistributedDataParallel when started with
+``torchrun``.
 
 In the book: Chapter 14, *Training EfficientDet-D0*.
 """
@@ -21,23 +27,40 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .anchors import anchors_for, assign_targets_batch, feature_sizes, targets_by_level
+from .checkpoints import (
+    FORMAT_VERSION,
+    CheckpointError,
+    checkpoint_meta,
+    describe_model,
+    read_checkpoint,
+)
 from .data.transforms import collate
 from .losses import detection_loss
+from .runs import (
+    RunLock,
+    atomic_save,
+    check_writable,
+    drop_metrics_after,
+    rng_state,
+    run_mismatches,
+    set_rng_state,
+)
 from .schedules import cosine_decay, warmup_cosine_lr, weight_decay_groups
 from .utils import try_gpu
 
@@ -47,7 +70,7 @@ class TrainConfig:
     """Every knob of a training run; the defaults are the paper's D0 recipe."""
 
     epochs: float = 300.0
-    batch_size: int = 16
+    batch_size: int = 16  # per process; at least 2 (batch norm normalises over the batch)
     optimizer: str = "sgd"  # "sgd" (the paper's) or "adamw" (faster from scratch on small budgets)
     #: None: 0.08 * batch_size / 64 for SGD (the reference's rule), 1e-3 for AdamW.
     lr: float | None = None
@@ -79,16 +102,32 @@ class TrainConfig:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
+        """Refuse values that would fail, or silently do nothing sensible, later in the run."""
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.batch_size < 1 or not self.epochs > 0:
-            raise ValueError(
-                f"need batch_size >= 1 and epochs > 0, got {self.batch_size}, {self.epochs}")
         if self.clock not in ("wall", "process"):
             raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
-        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+        if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 2):
             raise ValueError(
-                f"time_budget_minutes must be > 0 or None, got {self.time_budget_minutes}")
+                f"batch_size must be an integer >= 2, got {self.batch_size!r}: batch norm "
+                "normalises each channel over the batch, and with one image the smallest feature "
+                "maps have a single value per channel (PyTorch: 'Expected more than 1 value per "
+                "channel'); the paper uses 64 images per step")
+        _require_number("epochs", self.epochs, 0.0, strict=True)
+        _require_number("lr", self.lr, 0.0, strict=True, optional=True)
+        _require_number("warmup_epochs", self.warmup_epochs, 0.0)
+        _require_number("warmup_lr_init", self.warmup_lr_init, 0.0, optional=True)
+        _require_number("min_lr", self.min_lr, 0.0)
+        _require_number("momentum", self.momentum, 0.0, below=1.0)
+        _require_number("weight_decay", self.weight_decay, 0.0)
+        _require_number("clip_grad_norm", self.clip_grad_norm, 0.0, strict=True)
+        _require_number("ema_decay", self.ema_decay, 0.0, below=1.0)
+        _require_number("time_budget_minutes", self.time_budget_minutes, 0.0, strict=True,
+                        optional=True)
+        for name in ("num_workers", "log_every", "checkpoint_every"):
+            value, least = getattr(self, name), 0 if name == "num_workers" else 1
+            if not (isinstance(value, numbers.Integral) and value >= least):
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
     def base_lr(self, world_size: int = 1) -> float:
         """The peak learning rate: ``lr``, or by default 0.08 per 64 images of the **global**
@@ -97,6 +136,20 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 0.08 * self.batch_size * world_size / 64 if self.optimizer == "sgd" else 1e-3
+
+
+def _require_number(name: str, value: object, least: float, strict: bool = False,
+                    below: float | None = None, optional: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number >= ``least`` (> with ``strict``),
+    below ``below`` if given, or None when ``optional``."""
+    if value is None and optional:
+        return
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > least if strict else value >= least) and (below is None or value < below))
+    if not ok:
+        bound = f"{'>' if strict else '>='} {least:g}" + (f" and < {below:g}" if below else "")
+        raise ValueError(f"{name} must be a finite number {bound}"
+                         f"{' (or None)' if optional else ''}, got {value!r}")
 
 
 class ModelEma:
@@ -130,33 +183,6 @@ class ModelEma:
                 ema_v.copy_(v)
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class SeededAugmentation(torch.utils.data.Dataset):
     """Wrap a dataset so that the random transform of item ``i`` in epoch ``e`` depends only on
     ``(seed, e, i)``: resumed runs see the same augmentations as uninterrupted ones.
@@ -170,6 +196,11 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The wrapped dataset's class names, if it has them (checkpoints record them)."""
+        return getattr(self.dataset, "class_names", None)
 
     def __getitem__(self, index: int):
         image, target = self.dataset[index]
@@ -221,17 +252,30 @@ class Trainer:
     ``train_set[i]`` must give ``(image, target)`` with a normalised float ``(3, S, S)`` image
     and ``target["boxes"]`` (**xyxy** pixels of that image) and ``target["labels"]`` (0-based).
     Wrap a raw dataset with :class:`SeededAugmentation` for resumable augmentation. Outputs go
-    to ``output_dir``: ``last.pth`` (checkpoint), ``metrics.jsonl`` (one JSON object per logged
-    step or evaluation).
+    to ``output_dir``: ``last.pth`` (the checkpoint to resume from: model, EMA, optimiser state,
+    step, RNG states), ``model.pth`` (the EMA weights alone, about a third of the size, for
+    evaluation and prediction), ``metrics.jsonl`` (one JSON object per logged step or
+    evaluation). Both checkpoint files carry :meth:`meta`. ``class_names`` (default: the
+    dataset's ``class_names``, if any) and ``run_info`` (JSON-able settings of the caller, such
+    as the command line's augmentation) are recorded there too.
+
+    The trainer writes into an existing folder (a notebook re-running a cell); the command line
+    refuses a folder that holds a run unless told to resume or overwrite it.
     """
 
     def __init__(self, model: nn.Module, train_set: torch.utils.data.Dataset, config: TrainConfig,
-                 output_dir: str | os.PathLike, collate_fn: Callable = collate) -> None:
+                 output_dir: str | os.PathLike, collate_fn: Callable = collate,
+                 class_names: Sequence[str] | None = None,
+                 run_info: Mapping[str, Any] | None = None) -> None:
         if len(train_set) == 0:
             raise ValueError("the training set is empty")
         self.config, self.train_set, self.collate_fn = config, train_set, collate_fn
         self.output_dir = Path(output_dir)
         self.rank, self.world, self.device = setup_distributed()
+        self._check_set_size(len(train_set))
+        names = class_names if class_names is not None else getattr(train_set, "class_names", None)
+        self.class_names = list(names) if names is not None else None
+        self.run_info = dict(run_info or {})
         torch.manual_seed(config.seed)
         on_cuda = self.device.type == "cuda"
         self.use_amp = config.amp and on_cuda
@@ -241,7 +285,6 @@ class Trainer:
             if on_cuda:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
-                import warnings
                 warnings.warn("sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); training "
                               "these CPU processes with per-process batch norm", stacklevel=2)
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -267,36 +310,134 @@ class Trainer:
         self.train_seconds = 0.0  # training time so far (evaluation excluded), kept in checkpoints
         self.metrics_path = self.output_dir / "metrics.jsonl"
         self.fit_state: FitState | None = None  # set by fit
+        #: ``(path, step)`` of the newest checkpoint this trainer wrote or loaded: finite weights.
+        self.last_good: tuple[Path, int] | None = None
+
+    def _check_set_size(self, n: int) -> None:
+        """Every process needs a batch of at least 2 images (batch norm); refuse less."""
+        per_step = self.config.batch_size * self.world
+        if self.world > 1 and n < per_step:
+            raise ValueError(f"the training set has {n} images, fewer than one batch of "
+                             f"{self.config.batch_size} for each of {self.world} processes; "
+                             "lower batch_size or use fewer processes")
+        if n < 2:
+            raise ValueError(f"the training set has {n} image: batch norm needs batches of at "
+                             "least 2 images")
 
     # ----------------------------------------------------------------------------- state
+    def meta(self) -> dict:
+        """What a checkpoint says about itself: the model (:func:`~effnet_tutorial.checkpoints.
+        describe_model`), its class names, the run's settings (``train_config``, ``batch_size``,
+        ``world_size``, ``run_info``) and the format version."""
+        return {"format_version": FORMAT_VERSION, **describe_model(self.model),
+                "class_names": self.class_names, "train_config": asdict(self.config),
+                "batch_size": self.config.batch_size, "world_size": self.world,
+                "run_info": self.run_info}
+
     def state_dict(self) -> dict:
-        """Everything needed to continue this run exactly."""
-        return {"model": self.model.state_dict(),
+        """Everything needed to continue this run exactly, in types that
+        ``torch.load(weights_only=True)`` reads."""
+        return {"meta": self.meta(), "model": self.model.state_dict(),
                 "ema": self.ema.module.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "train_seconds": self.train_seconds, "rng": _rng_state(),
+                "step": self.step, "train_seconds": self.train_seconds, "rng": rng_state(),
                 "config": asdict(self.config),
                 "num_classes": getattr(self.model, "num_classes", None)}
 
-    def save_checkpoint(self, name: str = "last.pth") -> Path | None:
-        """Write a checkpoint atomically (rank 0 only); returns its path."""
+    def save_checkpoint(self, name: str = "last.pth",
+                        model_file: str | None = "model.pth") -> Path | None:
+        """Write a checkpoint atomically (rank 0 only), and ``model_file`` beside it: the weights
+        evaluation uses (the EMA's) with the meta, without the optimiser state; returns the
+        checkpoint's path.
+
+        Raises ``FloatingPointError`` instead of saving non-finite weights, and ``OSError``
+        (naming the path and the cause) if the file cannot be written.
+        """
         if self.rank != 0:
             return None
+        self._check_weights_finite()
         path = self.output_dir / name
         atomic_save(self.state_dict(), path)
+        self.last_good = (path, self.step)
+        if model_file:
+            meta = {**self.meta(), "weights": "ema" if self.ema else "model", "step": self.step}
+            atomic_save({"meta": meta, "model": self.eval_model().state_dict()},
+                        self.output_dir / model_file)
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore a run from :meth:`save_checkpoint`'s file to continue it."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.module.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore a run from :meth:`save_checkpoint`'s file to continue it.
+
+        The checkpoint's meta must describe this trainer's run (model, classes, input size,
+        batch, optimizer; :func:`~effnet_tutorial.runs.run_mismatches`), else a ``ValueError``
+        lists what differs.
+        Lines of ``metrics.jsonl`` logged after the checkpoint's step (a killed run's steps that
+        will now be redone) move to ``metrics.redone.jsonl``, so no step is logged twice and
+        no line is lost.
+        """
+        path = Path(path)
+        state = read_checkpoint(path, map_location=self.device)
+        if not {"optimizer", "step", "model"} <= set(state):
+            raise CheckpointError(
+                f"{path} is not a training checkpoint (no optimiser state or step): a model file "
+                "or a state dict cannot continue a run. To start a new run from its weights, "
+                "build the model with create_model(..., checkpoint_path=...)")
+        meta = checkpoint_meta(state)
+        problems = run_mismatches(meta, self.meta()) if meta else []
+        if problems:
+            raise CheckpointError(f"cannot resume from {path}: " + "; ".join(problems))
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            detail = " ".join(str(err).split())[:300]
+            raise CheckpointError(f"{path} does not fit this trainer's model: {detail}") from err
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
+        self.last_good = (path, self.step)
+        self.drop_metrics_after(self.step)
+
+    def drop_metrics_after(self, step: int) -> int:
+        """Move the ``metrics.jsonl`` lines of steps after ``step`` (and a line cut off by a kill)
+        to ``metrics.redone.jsonl``, rewriting the file atomically (rank 0 only;
+        :func:`~effnet_tutorial.runs.drop_metrics_after`). Returns how many moved."""
+        if self.rank != 0:
+            return 0
+        return drop_metrics_after(self.metrics_path, step)
+
+    def checkpoint_bytes(self) -> int:
+        """About how many bytes a save needs on disk: ``last.pth`` (model, EMA, optimiser state)
+        and ``model.pth``, written beside the previous ones."""
+        weights = sum(v.numel() * v.element_size() for v in self.model.state_dict().values())
+        slots = 1 if self.config.optimizer == "sgd" else 2  # momentum; AdamW's two moments
+        return weights * (1 + (self.ema is not None) + slots + 1)
+
+    def _check_weights_finite(self) -> None:
+        """Raise ``FloatingPointError`` if a weight of the model or the EMA is NaN or infinite."""
+        models = [("model", self.model)] + ([("EMA", self.ema.module)] if self.ema else [])
+        floats = [v for _, m in models for v in m.state_dict().values() if v.is_floating_point()]
+        if torch.stack([torch.isfinite(v).all() for v in floats]).all():  # one device sync
+            return
+        for which, model in models:
+            for name, value in model.state_dict().items():
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise FloatingPointError(
+                        f"the {which} weight {name} became NaN or infinite at step {self.step}; "
+                        f"training stopped and nothing was saved. {self._last_good_text()} "
+                        "Lower the learning rate or check the data.")
+
+    def _last_good_text(self) -> str:
+        """Where the last good checkpoint is, or that there is none."""
+        if self.last_good is not None:
+            path, step = self.last_good
+            return f"The last good checkpoint is {path} (step {step})."
+        earlier = self.output_dir / "last.pth"
+        note = f" ({earlier} is from an earlier run)" if earlier.exists() else ""
+        return f"This run saved no checkpoint yet, so none is good{note}."
 
     # ----------------------------------------------------------------------------- steps
     def compute_loss(self, images: torch.Tensor,
@@ -344,6 +485,12 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            # (with mixed precision the scaler skips such a step and lowers its scale)
+            raise FloatingPointError(
+                f"the gradients became {float(grad_norm)} at step {self.step} (loss "
+                f"{total.item()}); training stopped before they reached the weights. "
+                f"{self._last_good_text()} Lower the learning rate or check the data.")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
@@ -355,12 +502,12 @@ class Trainer:
     def _check_finite(self, total: torch.Tensor, cls_loss: torch.Tensor,
                       box_loss: torch.Tensor) -> None:
         """The NaN guard: stop before a NaN or infinite loss reaches the weights, and say where
-        the last good checkpoint is."""
+        the last good checkpoint is (the weights are checked again before every save)."""
         if not torch.isfinite(total):
             raise FloatingPointError(
                 f"the loss became {total.item()} at step {self.step} (class {cls_loss.item()}, box "
-                f"{box_loss.item()}); training stopped. The last good checkpoint is "
-                f"{self.output_dir / 'last.pth'}. Lower the learning rate or check the data.")
+                f"{box_loss.item()}); training stopped. {self._last_good_text()} Lower the "
+                "learning rate or check the data.")
 
     # ----------------------------------------------------------------------------- data
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator:
@@ -398,13 +545,33 @@ class Trainer:
         With ``on_eval``, it is called every ``eval_every_minutes`` of training time and once at
         the end; what it returns is logged with ``"event": "eval"`` and the training time, and the
         time it takes is not counted as training time. That is how AP-against-time curves are made.
+
+        Before the first step the output folder is created, checked for writing and free space,
+        and locked (:class:`~effnet_tutorial.runs.RunLock`): a second run into the same folder
+        fails at once.
         """
         if (on_eval is None) != (eval_every_minutes is None):
             raise ValueError("give both eval_every_minutes and on_eval, or neither")
-        self.fit_state = self._start_fit(max_steps, on_epoch_end, eval_every_minutes, on_eval)
-        while not self._finished():
-            self.fit_epoch()
-        self._end_fit()
+        with self.claim_output():
+            self.fit_state = self._start_fit(max_steps, on_epoch_end, eval_every_minutes, on_eval)
+            try:
+                while not self._finished():
+                    self.fit_epoch()
+            finally:
+                if self.fit_state.bar is not None:
+                    self.fit_state.bar.close()
+            self._end_fit()
+
+    @contextmanager
+    def claim_output(self) -> Iterator[None]:
+        """Check the output folder (writable, space for a checkpoint) and hold its
+        :class:`~effnet_tutorial.runs.RunLock` (rank 0; the other processes write nothing)."""
+        if self.rank != 0:
+            yield
+            return
+        check_writable(self.output_dir, self.checkpoint_bytes())
+        with RunLock(self.output_dir):
+            yield
 
     def fit_epoch(self) -> None:
         """Train through the rest of the current epoch (all of it, unless resuming mid-epoch)."""
@@ -524,10 +691,7 @@ class Trainer:
             self._restart_clock()
 
     def _end_fit(self) -> None:
-        """Close the progress bar; evaluate a last time if the whole run is over (not only this
-        call)."""
-        if self.fit_state.bar is not None:
-            self.fit_state.bar.close()
+        """Evaluate a last time if the whole run is over (not only this call)."""
         if self.step >= self.total_steps or self.budget_spent():
             self._evaluate()
 

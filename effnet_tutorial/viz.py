@@ -7,8 +7,8 @@ In the book: Chapter 14, *Training EfficientDet-D0*.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,21 +20,27 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_metrics(records: Sequence[dict], ax=None):
-    """Loss against step (and COCO AP against step where evaluations were logged)."""
+    """Loss against step (and COCO AP against step where evaluations were logged).
+
+    Every logged point has a marker, so a short run's one or two points show.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     steps = [r["step"] for r in records if "loss" in r]
-    ax.plot(steps, [r["loss"] for r in records if "loss" in r], label="total loss", lw=1)
-    ax.plot(steps, [r["cls_loss"] for r in records if "loss" in r], label="class loss", lw=1)
+    marker = dict(marker="o", markersize=3)
+    ax.plot(steps, [r["loss"] for r in records if "loss" in r], label="total loss", lw=1, **marker)
+    ax.plot(steps, [r["cls_loss"] for r in records if "loss" in r], label="class loss", lw=1,
+            **marker)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     evals = [r for r in records if "AP" in r]
     if evals:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in evals], [r["AP"] for r in evals], "o-", color="black", label="AP")
+        ax2.plot([r["step"] for r in evals], [r["AP"] for r in evals], "o-", color="black",
+                 label="AP")
         ax2.set_ylabel("COCO AP@[.5:.95]")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right")

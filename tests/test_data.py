@@ -1,4 +1,5 @@
-"""Detection data: the synthetic COCO dataset, the COCO reader's checks, and box-aware transforms."""
+"""Detection data: the synthetic COCO dataset, the COCO reader's checks, and box-aware
+transforms."""
 import json
 import random
 import warnings
@@ -9,8 +10,14 @@ import torch
 
 from effnet_tutorial.data.coco import CocoDetection, CocoFormatError, _clip_to_image
 from effnet_tutorial.data.shapes import SHAPE_CLASSES, render_scene, write_coco_dataset
-from effnet_tutorial.data.transforms import (HorizontalFlip, RandomScaleCrop, ResizePad, collate,
-                                             eval_transforms, train_transforms)
+from effnet_tutorial.data.transforms import (
+    HorizontalFlip,
+    RandomScaleCrop,
+    ResizePad,
+    collate,
+    eval_transforms,
+    train_transforms,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +36,10 @@ def test_scenes_are_deterministic_and_boxes_cover_their_objects():
 
 
 def test_written_dataset_reads_back_through_the_coco_reader(shapes_root):
-    ds = CocoDetection(shapes_root / "images" / "train", shapes_root / "annotations" / "instances_train.json")
-    assert len(ds) == 6 and ds.class_names == list(SHAPE_CLASSES) and ds.category_ids == [1, 2, 3, 4]
+    ds = CocoDetection(shapes_root / "images" / "train",
+                       shapes_root / "annotations" / "instances_train.json")
+    assert len(ds) == 6 and ds.class_names == list(SHAPE_CLASSES)
+    assert ds.category_ids == [1, 2, 3, 4]
     rng = np.random.default_rng(3)
     for i in range(6):
         scene = render_scene(rng, 96, 128)
@@ -65,7 +74,8 @@ def test_reader_clips_drops_with_a_counted_warning_and_keeps_empty_images(tmp_pa
     with pytest.warns(UserWarning, match="dropped 2 box"):
         ds = CocoDetection(image_dir, ann)
     _, target = ds[0]
-    assert target["boxes"].tolist() == [[25.0, 5.0, 30.0, 15.0]] and target["labels"].tolist() == [1]
+    assert target["boxes"].tolist() == [[25.0, 5.0, 30.0, 15.0]]
+    assert target["labels"].tolist() == [1]
     _, empty = ds[1]
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
 
@@ -151,7 +161,8 @@ def test_scale_jitter_crop_keeps_boxes_on_their_pixels(seed):
 
 
 def test_pipelines_and_collate(shapes_root):
-    ds = CocoDetection(shapes_root / "images" / "train", shapes_root / "annotations" / "instances_train.json",
+    ds = CocoDetection(shapes_root / "images" / "train",
+                       shapes_root / "annotations" / "instances_train.json",
                        transform=train_transforms(64, seed=0))
     images, targets = collate([ds[0], ds[1]])
     assert images.shape == (2, 3, 64, 64) and len(targets) == 2

@@ -5,12 +5,19 @@ import pytest
 import torch
 
 from effnet_tutorial.data.coco import CocoDetection
-from effnet_tutorial.recipes import CPU_SHAPES, GPU_SHAPES, ShapesRecipe, recipe_for, write_shapes_data
+from effnet_tutorial.recipes import (
+    CPU_SHAPES,
+    GPU_SHAPES,
+    ShapesRecipe,
+    recipe_for,
+    write_shapes_data,
+)
 
 
 def test_recipe_becomes_a_train_config():
     config = CPU_SHAPES.train_config()
-    assert (config.optimizer, config.lr, config.batch_size) == ("adamw", CPU_SHAPES.lr, CPU_SHAPES.batch_size)
+    assert (config.optimizer, config.lr, config.batch_size) == (
+        "adamw", CPU_SHAPES.lr, CPU_SHAPES.batch_size)
     assert config.time_budget_minutes == CPU_SHAPES.minutes == 30.0
     assert config.ema_decay == 0.9998 and config.ema_warmup and config.clip_grad_norm == 10.0
     assert CPU_SHAPES.train_config(progress=False).progress is False
@@ -18,14 +25,16 @@ def test_recipe_becomes_a_train_config():
 
 
 def test_device_picks_the_recipe():
-    assert recipe_for(torch.device("cpu")) is CPU_SHAPES and recipe_for(torch.device("cuda", 0)) is GPU_SHAPES
+    assert recipe_for(torch.device("cpu")) is CPU_SHAPES
+    assert recipe_for(torch.device("cuda", 0)) is GPU_SHAPES
     assert GPU_SHAPES.image_size == 512 and CPU_SHAPES.image_size == 256
 
 
 def test_smoke_recipe_is_small_and_keeps_the_rest():
     smoke = CPU_SHAPES.smoke()
     assert smoke.train_images <= 16 and smoke.minutes < 1
-    assert (smoke.image_size, smoke.optimizer, smoke.lr) == (CPU_SHAPES.image_size, CPU_SHAPES.optimizer, CPU_SHAPES.lr)
+    assert (smoke.image_size, smoke.optimizer, smoke.lr) == (
+        CPU_SHAPES.image_size, CPU_SHAPES.optimizer, CPU_SHAPES.lr)
 
 
 def test_shapes_data_is_written_once_per_setting(tmp_path):
@@ -38,7 +47,8 @@ def test_shapes_data_is_written_once_per_setting(tmp_path):
     before = (root / "images" / "train" / "000000.png").stat().st_mtime_ns
     write_shapes_data(tmp_path, recipe)  # same setting: nothing rewritten
     assert (root / "images" / "train" / "000000.png").stat().st_mtime_ns == before
-    write_shapes_data(tmp_path, ShapesRecipe(image_size=64, train_images=4, val_images=2, max_objects=2))
+    write_shapes_data(tmp_path, ShapesRecipe(image_size=64, train_images=4, val_images=2,
+                                             max_objects=2))
     assert len(list((root / "images" / "train").glob("*.png"))) == 4
 
 
@@ -47,3 +57,19 @@ def test_frozen_recipe():
 
     with pytest.raises(FrozenInstanceError):
         CPU_SHAPES.lr = 1.0
+
+
+def test_command_line_recipes_are_the_papers_and_the_books():
+    from effnet_tutorial.recipes import COMMAND_LINE_RECIPES
+    from effnet_tutorial.train import TrainConfig
+
+    paper, cpu = COMMAND_LINE_RECIPES["paper"], COMMAND_LINE_RECIPES["cpu"]
+    defaults = TrainConfig()
+    assert (paper["epochs"], paper["batch_size"], paper["optimizer"], paper["lr"]) == (
+        defaults.epochs, defaults.batch_size, "sgd", None)
+    assert (paper["jitter_min"], paper["jitter_max"], paper["minutes"]) == (0.1, 2.0, None)
+    assert (cpu["model"], cpu["image_size"], cpu["minutes"]) == ("efficientdet_d0", 256, 30.0)
+    assert (cpu["optimizer"], cpu["lr"], cpu["batch_size"]) == ("adamw", CPU_SHAPES.lr, 8)
+    assert (cpu["jitter_min"], cpu["jitter_max"]) == CPU_SHAPES.jitter
+    assert cpu["clock"] == CPU_SHAPES.clock and cpu["workers"] == CPU_SHAPES.num_workers
+    assert set(paper) == set(cpu)

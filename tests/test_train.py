@@ -14,7 +14,8 @@ from effnet_tutorial import create_model
 from effnet_tutorial.data.coco import CocoDetection
 from effnet_tutorial.data.shapes import write_coco_dataset
 from effnet_tutorial.data.transforms import collate, train_transforms
-from effnet_tutorial.train import SeededAugmentation, TrainConfig, Trainer, atomic_save
+from effnet_tutorial.runs import atomic_save
+from effnet_tutorial.train import SeededAugmentation, TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +89,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
         return (total * float("nan"), cls, box) if trainer.step == 2 else (total, cls, box)
 
     trainer.compute_loss = poisoned
-    with pytest.raises(FloatingPointError, match="last good checkpoint"):
+    good = tmp_path / "last.pth"
+    with pytest.raises(FloatingPointError, match=rf"last good checkpoint is {good} \(step 2\)"):
         trainer.fit(max_steps=4)
-    state = torch.load(tmp_path / "last.pth", weights_only=False)
+    state = torch.load(good, weights_only=True)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
