@@ -126,6 +126,7 @@ def test_preset_equals_effdets_config(name):
                                   pytest.param("tf_efficientdet_d1", marks=pytest.mark.slow),
                                   "tf_efficientdet_lite0",
                                   pytest.param("tf_efficientdet_lite3x", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_outputs_equal_effdet_with_converted_weights(name):
     torch.manual_seed(0)
     ref = effdet_reference(name)

@@ -34,6 +34,7 @@ def test_efficientnet_onnx_matches_pytorch(name, tmp_path):
     assert export.check_onnx(model, path, 224) <= 1e-4
 
 
+@pytest.mark.slow
 def test_efficientdet_onnx_has_raw_level_outputs_and_matches(tmp_path):
     import onnx
 

@@ -50,6 +50,7 @@ def test_memory_efficient_swish_matches_silu_values_and_gradients():
     torch.testing.assert_close(x1.grad, x2.grad)
 
 
+@pytest.mark.slow
 def test_use_memory_efficient_swish_keeps_model_gradients():
     torch.manual_seed(0)
     ref = et.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.0, dropout=0.0)
@@ -80,6 +81,7 @@ def test_channels_last_keeps_outputs():
     assert max_rel_diff(out, ref) < 1e-5
 
 
+@pytest.mark.slow
 def test_optimize_for_inference_and_autocast_on_cpu():
     """The GPU recipe (fused, NHWC, mixed precision) run on CPU with bfloat16: close to float32."""
     torch.manual_seed(0)

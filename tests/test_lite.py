@@ -21,6 +21,7 @@ TIMM_PARAMS = {"lite0": 4_652_008, "lite1": 5_416_680, "lite2": 6_092_072, "lite
                "lite4": 13_006_568}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(LITE_PRESETS))
 @pytest.mark.parametrize("prefix", ["", "tf_"])
 def test_parameter_count_and_outputs_equal_timm(variant, prefix):

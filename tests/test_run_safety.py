@@ -65,6 +65,7 @@ def test_a_second_run_into_the_same_folder_fails_at_once(data_root, tmp_path):
     assert json.loads((tmp_path / RunLock.NAME).read_text())["pid"] == other  # left alone
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over_and_released(data_root, tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -91,6 +92,7 @@ def test_config_refuses_values_that_would_fail_later(field, value):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.slow
 def test_weights_that_turn_nan_are_never_saved(data_root, tmp_path):
     trainer = make_trainer(data_root, tmp_path, checkpoint_every=1)
     step = trainer.optimizer.step

@@ -80,6 +80,7 @@ def test_resumed_run_reaches_the_same_weights(data_root, tmp_path):
     assert all(math.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in lines)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
     trainer = make_trainer(data_root, tmp_path, checkpoint_every=1)
     real = trainer.compute_loss

@@ -14,6 +14,7 @@ timm = pytest.importorskip("timm")
     ("efficientnet_b0", (224, 257)), ("tf_efficientnet_b0", (224, 257)),
     ("efficientnet_b3", (300, 333)), ("tf_efficientnet_b3", (300, 333)),
 ])
+@pytest.mark.slow
 def test_outputs_equal_timm_with_converted_weights(name, sizes):
     torch.manual_seed(0)
     ref = randomize_(timm.create_model(name, pretrained=False)).eval()
