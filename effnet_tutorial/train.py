@@ -326,9 +326,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def meta(self) -> dict:
-        """What a checkpoint says about itself: the model (:func:`~effnet_tutorial.checkpoints.
-        describe_model`), its class names, the run's settings (``train_config``, ``batch_size``,
-        ``world_size``, ``run_info``) and the format version."""
+        """What a checkpoint says about itself: the model
+        (:func:`~effnet_tutorial.checkpoints.describe_model`), its class names, the run's settings
+        (``train_config``, ``batch_size``, ``world_size``, ``run_info``) and the format version."""
         return {"format_version": FORMAT_VERSION, **describe_model(self.model),
                 "class_names": self.class_names, "train_config": asdict(self.config),
                 "batch_size": self.config.batch_size, "world_size": self.world,

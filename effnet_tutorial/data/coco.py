@@ -31,7 +31,7 @@ import torch
 from .transforms import ImageFileError, read_rgb_image
 
 Target = dict[str, torch.Tensor]
-#: One object as the reader keeps it: an **xyxy** box in pixels and its 0-based label.
+#: One object as the reader keeps it, an **xyxy** box in pixels and its 0-based label.
 LabelledBox = tuple[list[float], int]
 #: The three lists of a COCO annotation file, in the order they are checked.
 SECTIONS = ("categories", "images", "annotations")

@@ -239,7 +239,7 @@ def extract_pennfudan(archive: str | Path, root: str | Path) -> Path:
     return dest
 
 
-#: What the converter keeps of one image: its COCO image entry and its COCO annotations.
+#: What the converter keeps of one image, its COCO image entry and its COCO annotations.
 ImageRecord = tuple[dict, list[dict]]
 
 

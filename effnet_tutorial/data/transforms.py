@@ -47,7 +47,7 @@ class ImageFileError(ValueError):
     """An image file that cannot be decoded into an RGB picture (the message names the file)."""
 
 
-#: PIL modes holding 16-bit (or wider integer) pixels: 0-65535, scaled to 0-255 when read.
+#: PIL modes holding 16-bit (or wider integer) pixels, 0-65535, scaled to 0-255 when read.
 WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 

@@ -95,7 +95,7 @@ def focal_loss_sum(logits: torch.Tensor, cls_targets: torch.Tensor, num_classes:
     """The textbook ``focal_loss_sum`` (shapes and checks there) without a one-hot tensor.
 
     All but a few hundred of the millions of logit-class pairs are negatives, so the sum is
-    taken over *every* pair scored as a negative (:class:`_NegativeFocalSum`, one autograd
+    taken over *every* pair scored as a negative (``_NegativeFocalSum``, one autograd
     function), minus the ignored anchors' pairs, plus, at the positive pairs only, their loss as
     positives minus the negative loss the dense sum counted for them.
     """
