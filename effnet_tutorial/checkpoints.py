@@ -19,7 +19,10 @@ In the book: Chapter 12, *EfficientDet D0–D7*.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import fields
@@ -60,10 +63,16 @@ def download_checkpoint(url: str, model_dir: str | None = None) -> Mapping[str, 
     """
     if not url:
         raise ValueError("this model has no released checkpoint; train it or pass checkpoint_path=")
+    folder = Path(model_dir) if model_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    if not (folder / url.rsplit("/", 1)[-1]).is_file():
+        # torch hub would print the full cache path; say only what is fetched
+        print(f"downloading {url.rsplit('/', 1)[-1]} (once: it is kept in torch hub's cache)",
+              file=sys.stderr)
     try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location="cpu",
-                                                  check_hash=True, weights_only=True,
-                                                  progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return torch.hub.load_state_dict_from_url(url, model_dir=model_dir,
+                                                      map_location="cpu", check_hash=True,
+                                                      weights_only=True, progress=False)
     except OSError as err:  # URLError is an OSError
         raise RuntimeError(
             f"could not download {url} ({err}). Without internet, download the file elsewhere "

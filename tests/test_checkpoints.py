@@ -141,3 +141,22 @@ def test_create_model_refuses_options_that_would_be_ignored():
         create_model("efficientnet_b0", num_classes=3, features_only=True)
     with pytest.raises(ValueError, match="classifier.*tf_efficientdet_d0"):
         create_model("efficientnet_b0", image_size=64, pretrained=False)
+
+
+def test_a_failed_download_names_the_file_not_the_machines_cache_path(monkeypatch, capsys, tmp_path):
+    import urllib.error
+
+    import torch
+
+    from effnet_tutorial.checkpoints import download_checkpoint
+
+    def offline(url, *args, **kwargs):
+        print(f'Downloading: "{url}" to {tmp_path}/cache/x.pth')  # what torch hub prints
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match="checkpoint_path"):
+        download_checkpoint("https://example.org/releases/d0-1234abcd.pth", model_dir=str(tmp_path))
+    out = capsys.readouterr()
+    assert str(tmp_path) not in out.out + out.err
+    assert "d0-1234abcd.pth" in out.err
