@@ -25,3 +25,12 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| divided by the output scale max |b|."""
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def write_tiny_shapes(root, train: int, val: int, seed: int = 0):
+    """A 64-pixel synthetic COCO folder: ``train`` and ``val`` images, seeds ``seed`` and ``seed + 1``."""
+    from effnet_tutorial.data.shapes import write_coco_dataset
+
+    write_coco_dataset(root, "train", train, seed=seed, height=64, width=64, max_objects=3)
+    write_coco_dataset(root, "val", val, seed=seed + 1, height=64, width=64, max_objects=3)
+    return root

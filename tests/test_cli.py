@@ -66,12 +66,9 @@ def test_train_with_adamw_for_a_time_budget(tmp_path):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 training and 4 validation images of 64 pixels."""
-    from effnet_tutorial.data.shapes import write_coco_dataset
+    from .helpers import write_tiny_shapes
 
-    root = tmp_path_factory.mktemp("data")
-    write_coco_dataset(root, "train", 8, seed=0, height=64, width=64, max_objects=3)
-    write_coco_dataset(root, "val", 4, seed=1, height=64, width=64, max_objects=3)
-    return root
+    return write_tiny_shapes(tmp_path_factory.mktemp("data"), 8, 4, seed=0)
 
 
 def tiny_run(data, output, *extra):

@@ -17,18 +17,16 @@ import torch
 from effnet_tutorial import create_model
 from effnet_tutorial.checkpoints import CheckpointError
 from effnet_tutorial.data.coco import CocoDetection
-from effnet_tutorial.data.shapes import write_coco_dataset
 from effnet_tutorial.data.transforms import train_transforms
 from effnet_tutorial.runs import RunLock
 from effnet_tutorial.train import SeededAugmentation, TrainConfig, Trainer
 
+from .helpers import write_tiny_shapes
+
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    write_coco_dataset(root, "train", 8, seed=1, height=64, width=64, max_objects=3)
-    write_coco_dataset(root, "val", 2, seed=2, height=64, width=64, max_objects=3)
-    return root
+    return write_tiny_shapes(tmp_path_factory.mktemp("shapes"), 8, 2, seed=1)
 
 
 def make_trainer(data_root, out, num_classes=None, **overrides):
