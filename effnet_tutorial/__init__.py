@@ -14,11 +14,14 @@ checks this):
   ``fast`` (the fast kernels behind one switch, and opt-in model transforms), ``data``
   (datasets, transforms, preprocessing), ``viz``, ``finetune``;
 * Part I, EfficientNet: ``blocks``, ``efficientnet``, ``counting``, ``pretrained``, ``imagenet``;
-* Part II, compound scaling: ``schedules``, ``classify``, ``scaling``, ``explorer``,
-  ``scaled_yolo``;
+* Part II, compound scaling: ``schedules``, ``classify``, ``intervals`` (confidence intervals over
+  seeds), ``scaling``, ``footprint`` (activation memory and latency), ``explorer``, ``scaled_yolo``
+  (Scaled-YOLOv4's cost analysis), ``yolo_blocks`` (the Darknet, CSP, SPP and partial blocks),
+  ``yolo_models`` (YOLOv4-CSP, -P5/P6/P7 and -tiny from their layouts);
 * Part III, EfficientDet: ``bifpn``, ``anchors``, ``losses``, ``postprocess``, ``inference``,
   ``efficientdet``, ``checkpoints``, ``factory``;
-* Part IV, training: ``train``, ``evaluate``, ``recipes``, ``cli``;
+* Part IV, training: ``train``, ``evaluate``, ``coco_ap`` (COCO's AP written out by hand),
+  ``recipes``, ``cli``;
 * the appendix: ``export``, ``benchmark`` (against timm and effdet).
 """
 from __future__ import annotations

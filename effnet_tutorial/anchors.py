@@ -39,7 +39,10 @@ ImageSize = int | Sequence[int]
 #: ``(x_multiplier, y_multiplier)`` pairs of the released EfficientDet checkpoints.
 ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
-#: The box coder's guard against ``log(0)`` and division by zero (effdet ``box_coder.EPS``).
+#: The box coder's guard against ``log(0)`` and division by zero, added to all four sizes as in
+#: effdet (``object_detection/box_coder.py``: ``EPS = 1e-7``, ``h += eps``). automl's TensorFlow
+#: coder (``faster_rcnn_box_coder.py``) instead floors the sizes at ``EPSILON = 1e-8``
+#: (``tf.maximum``); for boxes of a pixel or more the two differ below float32 resolution.
 BOX_CODER_EPS = 1e-7
 
 

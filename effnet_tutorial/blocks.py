@@ -13,7 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Activation, ConvBnAct, DropPath, PaddingMode, make_activation
+from .layers import (
+    BN_EPS_TORCH,
+    BN_MOMENTUM_TORCH,
+    Activation,
+    ConvBnAct,
+    DropPath,
+    PaddingMode,
+    make_activation,
+)
 
 
 class SqueezeExcite(nn.Module):
@@ -67,8 +75,8 @@ class MBConv(nn.Module):
         se_ratio: float = 0.25,
         drop_path_rate: float = 0.0,
         padding: PaddingMode = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        bn_eps: float = BN_EPS_TORCH,
+        bn_momentum: float = BN_MOMENTUM_TORCH,
         activation: Activation = "swish",
     ) -> None:
         super().__init__()

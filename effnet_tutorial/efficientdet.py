@@ -131,32 +131,6 @@ DETECTOR_PRESETS: dict[str, DetectorConfig] = {
 }
 
 
-@dataclass(frozen=True)
-class DetectorFigures:
-    """Published size, cost and COCO accuracy of one EfficientDet."""
-
-    params_millions: float
-    flops_billions: float  # multiply-adds
-    ap_test_dev: float  # COCO test-dev AP@[.5:.95]
-    ap_val: float  # COCO val2017
-
-
-#: The official table (automl's efficientdet README, before the March 2021 re-training, which the
-#: final paper version reports; Tan, Pang & Le 2020, Table 2).
-PAPER_DETECTOR_FIGURES: dict[str, DetectorFigures] = {
-    # name: DetectorFigures(params M, multiply-adds B, AP test-dev, AP val)
-    "d0": DetectorFigures(3.9, 2.54, 34.6, 34.3),
-    "d1": DetectorFigures(6.6, 6.10, 40.5, 40.2),
-    "d2": DetectorFigures(8.1, 11.0, 43.0, 42.5),
-    "d3": DetectorFigures(12.0, 24.9, 47.5, 47.2),
-    "d4": DetectorFigures(20.7, 55.2, 49.7, 49.3),
-    "d5": DetectorFigures(33.7, 130, 51.5, 51.2),
-    "d6": DetectorFigures(51.9, 226, 52.6, 52.1),
-    "d7": DetectorFigures(51.9, 325, 53.7, 53.4),
-    "d7x": DetectorFigures(77.0, 410, 55.1, 54.4),
-}
-
-
 class DetectionHead(nn.Module):
     """Class or box prediction head, shared by all pyramid levels.
 

@@ -24,6 +24,9 @@ from torch import nn
 
 from .blocks import MBConv
 from .layers import (
+    BN_EPS_TF,
+    BN_EPS_TORCH,
+    BN_MOMENTUM_TORCH,
     Activation,
     ConvBnAct,
     PaddingMode,
@@ -187,7 +190,9 @@ class EfficientNet(nn.Module):
         drop_path_rate: stochastic depth of the last block; block ``i`` of ``N`` gets
             ``drop_path_rate * i / N`` (linear schedule, first block 0).
         padding: ``"symmetric"`` (PyTorch-trained weights) or ``"same"`` (TF-trained weights).
-        bn_eps, bn_momentum: batch-norm constants (1e-5 for PyTorch-trained, 1e-3 for TF).
+        bn_eps, bn_momentum: batch-norm constants: PyTorch's 1e-5 and 0.1 by default; TF-trained
+            weights need eps 1e-3 (``layers.BN_EPS_TF``), and TF trained with decay 0.99, that
+            is PyTorch momentum 0.01 (``layers.BN_MOMENTUM_TF``).
         in_channels: image channels.
         features_only: build no head or classifier; ``forward`` returns the stride-8/16/32 maps.
         stages: the unscaled stage table (B0's by default).
@@ -207,8 +212,8 @@ class EfficientNet(nn.Module):
         dropout: float = 0.2,
         drop_path_rate: float = 0.2,
         padding: PaddingMode = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        bn_eps: float = BN_EPS_TORCH,
+        bn_momentum: float = BN_MOMENTUM_TORCH,
         in_channels: int = 3,
         features_only: bool = False,
         stages: Sequence[StageSpec] = B0_STAGES,
@@ -323,14 +328,17 @@ def efficientnet(
     ``"lite4"``).
 
     ``tf_style=True`` gives the TF-faithful variant (``"same"`` padding, BN eps 1e-3) that loads
-    TF-trained weights; ``options`` override any :class:`EfficientNet` argument.
+    TF-trained weights. Like timm's ``tf_efficientnet_*`` it keeps PyTorch's BN momentum 0.1,
+    which only matters in training: pass ``bn_momentum=layers.BN_MOMENTUM_TF`` (0.01, TF's decay
+    0.99) to train with the reference's running averages. ``options`` override any
+    :class:`EfficientNet` argument.
     """
     p = preset(variant)
     kwargs = dict(width_mult=p.width_mult, depth_mult=p.depth_mult, dropout=p.dropout,
                   num_classes=num_classes, stages=p.stages, activation=p.activation,
                   fix_stem_head=p.fix_stem_head)
     if tf_style:
-        kwargs.update(padding="same", bn_eps=1e-3)
+        kwargs.update(padding="same", bn_eps=BN_EPS_TF)
     kwargs.update(options)
     return EfficientNet(**kwargs)
 

@@ -7,14 +7,22 @@ of the network that results, counted exactly on a model built on the meta device
 weights). :func:`explorer_panel` puts sliders on it (Jupyter only, needs ``ipywidgets``);
 :func:`explorer_figure` draws the same relationships as a static figure for the printed book.
 
+Networks of equal multiply-adds can still differ in latency and activation memory
+(:mod:`~effnet_tutorial.footprint` measures both). :func:`match_macs` scales B0 along one
+dimension only, solving its multiplier so that the *realised* multiply-adds (after rounding)
+come as close as possible to a target; :func:`equal_cost_networks` does so for depth, width and
+resolution at the cost of the paper's triple at a given phi; :func:`preset_network` describes a
+released member the same way.
+
 In the book: Chapter 7, *An explorer*.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import torch
 
@@ -23,6 +31,7 @@ from .efficientnet import (
     B0_HEAD_CHANNELS,
     B0_STAGES,
     B0_STEM_CHANNELS,
+    PRESETS,
     EfficientNet,
     StageSpec,
     round_filters,
@@ -34,6 +43,7 @@ from .scaling import (
     Coefficients,
     compound_coefficients,
     flops_constraint,
+    nearest_cost,
     scaled_resolution,
     scaled_stage_table,
 )
@@ -153,6 +163,85 @@ def explore(
         resolution=resolution, params=params, macs=macs, base_macs=base_macs,
         stage_table=stage_rows(coefficients, resolution),
     )
+
+
+@dataclass(frozen=True)
+class ScaledNetwork:
+    """B0 scaled by explicit depth and width multipliers and fed ``resolution`` pixels, counted."""
+
+    label: str
+    depth: float
+    width: float
+    resolution: int
+    params: int
+    macs: int
+
+    def build(self) -> EfficientNet:
+        """The network (on the current default device: wrap in ``torch.device("meta")`` to count)."""
+        return EfficientNet(width_mult=self.width, depth_mult=self.depth)
+
+
+Dimension = Literal["depth", "width", "resolution"]
+
+
+def scaled_network(label: str, depth: float = 1.0, width: float = 1.0,
+                   resolution: int = 224) -> ScaledNetwork:
+    """Count ``EfficientNet(width_mult=width, depth_mult=depth)`` at ``resolution`` pixels."""
+    if depth < 1.0 or width < 1.0 or resolution < 32:
+        raise ValueError(f"need depth, width >= 1 and resolution >= 32, got {depth}, {width}, {resolution}")
+    params, macs = _counts(float(width), float(depth), int(resolution))
+    return ScaledNetwork(label, float(depth), float(width), int(resolution), params, macs)
+
+
+def match_macs(
+    target_macs: float,
+    dimension: Dimension,
+    base_resolution: int = 224,
+    label: str | None = None,
+    max_multiplier: float = 8.0,
+) -> ScaledNetwork:
+    """B0 scaled along ``dimension`` alone, its multiplier solved so that the realised
+    multiply-adds (blocks rounded up, channels to multiples of 8, whole pixels) are as close to
+    ``target_macs`` as that dimension allows.
+
+    Depth moves in steps (a stage of ``n`` blocks changes at multipliers ``k / n``), width in
+    steps of 0.005 before rounding, resolution by one pixel; the search bisects over those
+    steps, as the realised cost grows with each multiplier.
+    """
+    if dimension == "depth":
+        repeats = sorted({s.repeats for s in B0_STAGES})
+        steps = sorted({k / n for n in repeats for k in range(n, int(n * max_multiplier) + 1)})
+        net = nearest_cost(steps, lambda d: _counts(1.0, d, base_resolution)[1], target_macs)
+        found = scaled_network(label or "depth only", depth=net, resolution=base_resolution)
+    elif dimension == "width":
+        steps = [1 + 0.005 * i for i in range(int((max_multiplier - 1) / 0.005) + 1)]
+        net = nearest_cost(steps, lambda w: _counts(w, 1.0, base_resolution)[1], target_macs)
+        found = scaled_network(label or "width only", width=net, resolution=base_resolution)
+    elif dimension == "resolution":
+        steps = list(range(base_resolution, int(base_resolution * max_multiplier) + 1))
+        net = nearest_cost(steps, lambda px: _counts(1.0, 1.0, px)[1], target_macs, window=8)
+        found = scaled_network(label or "resolution only", resolution=net)
+    else:
+        raise ValueError(f"dimension must be 'depth', 'width' or 'resolution', got {dimension!r}")
+    return found
+
+
+def equal_cost_networks(phi: float = 2.0, base_resolution: int = 224) -> tuple[ScaledNetwork, ...]:
+    """The paper's triple at ``phi``, then depth only, width only and resolution only, each
+    solved by :func:`match_macs` to the paper network's realised multiply-adds."""
+    e = explore(phi, base_resolution=base_resolution)
+    paper = ScaledNetwork(f"paper (1.2, 1.1, 1.15), phi={phi:g}", e.coefficients.depth,
+                          e.coefficients.width, e.resolution, e.params, e.macs)
+    return (paper,) + tuple(match_macs(e.macs, dim, base_resolution)
+                            for dim in ("depth", "width", "resolution"))
+
+
+def preset_network(name: str, base_resolution: int = 224) -> ScaledNetwork:
+    """A released member (``"b0"`` ... ``"b7"``) as a :class:`ScaledNetwork`; its resolution
+    is the released one, scaled by ``base_resolution / 224`` (rounded) for a smaller run."""
+    p = PRESETS[name]
+    resolution = round(p.resolution * base_resolution / 224)
+    return scaled_network(name.upper(), p.depth_mult, p.width_mult, resolution)
 
 
 def format_exploration(e: Exploration) -> str:

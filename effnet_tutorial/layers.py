@@ -9,6 +9,9 @@
 * :class:`DepthwiseSeparableConv2d`: a depthwise convolution followed by a pointwise one
   (MobileNet V1), the subject of Chapter 2.
 * :class:`DropPath`: stochastic depth, one Bernoulli draw per sample (Chapter 3).
+* The batch-norm constants of the two conventions (:data:`BN_EPS_TORCH`, :data:`BN_MOMENTUM_TORCH`,
+  :data:`BN_EPS_TF`, :data:`BN_DECAY_TF`, :data:`BN_MOMENTUM_TF`), named so that no model
+  carries them as bare numbers.
 
 In the book: Chapter 2, *Depthwise separable convolutions*.
 """
@@ -26,6 +29,17 @@ PADDING_MODES: tuple[str, ...] = ("symmetric", "same")
 #: The activations the models use, swish (EfficientNet, EfficientDet) and ReLU6 (the Lite
 #: variants, whose bounded outputs quantise well to 8 bits).
 Activation = Literal["swish", "relu6"]
+
+#: PyTorch's ``nn.BatchNorm2d`` defaults, which PyTorch-trained EfficientNets keep.
+BN_EPS_TORCH: float = 1e-5
+#: PyTorch's momentum is the weight of the *new* batch statistic in the running average.
+BN_MOMENTUM_TORCH: float = 0.1
+#: The reference TensorFlow code's epsilon (``batch_norm_epsilon=1e-3``); TF-trained weights need it.
+BN_EPS_TF: float = 1e-3
+#: TensorFlow's ``momentum``/decay (0.99) is the weight of the *old* running average ...
+BN_DECAY_TF: float = 0.99
+#: ... so TF's decay 0.99 is PyTorch's momentum ``1 - 0.99 = 0.01``.
+BN_MOMENTUM_TF: float = round(1.0 - BN_DECAY_TF, 10)
 
 
 def make_activation(name: Activation) -> nn.Module:
@@ -116,8 +130,8 @@ class ConvBnAct(nn.Module):
         groups: int = 1,
         act: bool = True,
         padding: PaddingMode = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
+        bn_eps: float = BN_EPS_TORCH,
+        bn_momentum: float = BN_MOMENTUM_TORCH,
         activation: Activation = "swish",
     ) -> None:
         super().__init__()

@@ -80,6 +80,13 @@ GPU_SHAPES = ShapesRecipe(image_size=512, train_images=6000, val_images=500, max
                           min_size=8.0, jitter=(0.1, 2.0), batch_size=16, eval_every_minutes=5.0,
                           num_workers=2, clock="wall")
 
+#: A D0 trained for two and a half minutes of CPU time on easy shapes at 128 pixels (at most two
+#: objects, none smaller than 20 pixels), so that Part III's chapters on the focal loss and on
+#: EfficientDet look at a real detector's scores and detections rather than at random weights or
+#: invented numbers. Far from converged: a few hundred steps (Part IV trains for half an hour).
+QUICK_SHAPES = ShapesRecipe(image_size=128, train_images=2000, val_images=100, max_objects=2,
+                            min_size=20.0, max_size=0.6, minutes=2.5, eval_every_minutes=2.5)
+
 
 def paper_command_line() -> dict[str, object]:
     """The flag values of the paper's D0 recipe (:class:`~effnet_tutorial.train.TrainConfig`'s

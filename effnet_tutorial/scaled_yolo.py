@@ -5,7 +5,8 @@ layer" (``k`` residual blocks of base width ``b`` on a ``w x h`` map) and how th
 input size (factor alpha), the depth (beta) and the width (gamma) (their Table 1); what the
 cross-stage-partial (CSP) split saves (their Table 2); and the small cost models behind the
 principles for tiny and large detectors (memory access cost, convolutional input/output, and
-receptive fields). Published COCO results of EfficientDet and Scaled-YOLOv4 are kept as data.
+receptive fields). Published COCO results of EfficientDet and Scaled-YOLOv4 are kept as data, each
+with its source, together with the parameter counts of the authors' released YOLO models.
 
 Costs are multiply-adds of convolutions, counted with :func:`~effnet_tutorial.counting.count_flops`.
 In the book: Chapter 8, *Scaled-YOLOv4: scaling beyond d, w, r*.
@@ -269,22 +270,66 @@ EFFICIENTDET_SCALING: dict[str, tuple[int, str, int, int, int]] = {
     "D3": (896, "B3", 160, 6, 4), "D4": (1024, "B4", 224, 7, 4), "D5": (1280, "B5", 288, 7, 4),
     "D6": (1280, "B6", 384, 8, 5), "D7": (1536, "B6", 384, 8, 5),
 }
-_EFFDET_SOURCE = "Tan, Pang & Le 2020, Table 2 (final arXiv version); automl README"
-#: EfficientDet COCO test-dev AP, parameters and FLOPs (multiply-adds) as published.
+_EFFDET_SOURCE = "Tan, Pang & Le, arXiv v7 (27 Jul 2020), Table 2"
+#: EfficientDet COCO test-dev AP, parameters (millions) and FLOPs (billions of multiply-adds) as
+#: printed in Table 2 of the final arXiv version, v7 (stamped 27 Jul 2020), which added D7x (P3-P8,
+#: B7 backbone) and evaluated with soft-NMS (Sec. 5.1). The parameters are rounded to two
+#: significant figures from 10M on (21M, 34M, ...). automl's README listed finer figures and, until
+#: March 2021, D2 43.0 and D3 47.5 AP; those are not the paper's.
 EFFICIENTDET_COCO: tuple[DetectorResult, ...] = tuple(
-    DetectorResult(f"EfficientDet-{d}", EFFICIENTDET_SCALING[d][0], ap, p, f, _EFFDET_SOURCE)
-    for d, ap, p, f in [("D0", 34.6, 3.9, 2.54), ("D1", 40.5, 6.6, 6.10), ("D2", 43.0, 8.1, 11.0),
-                        ("D3", 47.5, 12.0, 24.9), ("D4", 49.7, 20.7, 55.2), ("D5", 51.5, 33.7, 130.0),
-                        ("D6", 52.6, 51.9, 226.0), ("D7", 53.7, 51.9, 325.0)]
+    DetectorResult(f"EfficientDet-{d}", size, ap, p, f, _EFFDET_SOURCE)
+    for d, size, ap, p, f in [
+        ("D0", 512, 34.6, 3.9, 2.5),     # v7 Table 2
+        ("D1", 640, 40.5, 6.6, 6.1),     # v7 Table 2
+        ("D2", 768, 43.9, 8.1, 11.0),    # v7 Table 2
+        ("D3", 896, 47.2, 12.0, 25.0),   # v7 Table 2 ("12M", "25B")
+        ("D4", 1024, 49.7, 21.0, 55.0),  # v7 Table 2 ("21M", "55B")
+        ("D5", 1280, 51.5, 34.0, 135.0),  # v7 Table 2
+        ("D6", 1280, 52.6, 52.0, 226.0),  # v7 Table 2
+        ("D7", 1536, 53.7, 52.0, 325.0),  # v7 Table 2
+        ("D7x", 1536, 55.1, 77.0, 410.0),  # v7 Table 2 and abstract (not in v1-v6)
+    ]
 )
-_YOLO_SOURCE = "Wang, Bochkovskiy & Liao 2021, as listed in the authors' ScaledYOLOv4 README (test-dev)"
-#: YOLOv4-large COCO test-dev AP without test-time augmentation. Parameters and FLOPs are left
-#: out (not checked here): see the paper's comparison table.
+#: EfficientDet-D7's test-dev AP changed across the paper's versions (same name, retrained and
+#: re-evaluated): the book's other tables use the final one.
+EFFICIENTDET_D7_AP_BY_VERSION: tuple[tuple[str, float], ...] = (
+    ("arXiv v1 (Nov 2019)", 51.0),       # v1 abstract: "51.0 mAP ... 52M parameters and 326B FLOPS"
+    ("CVPR 2020", 52.2),                 # CVPR abstract (doi 10.1109/CVPR42600.2020.01079): 52.2 AP, 52M, 325B
+    ("arXiv v7 (27 Jul 2020)", 53.7),    # v7 Table 2; 600 epochs, soft-NMS (Sec. 5.1)
+)
+_YOLO_SOURCE = "Wang, Bochkovskiy & Liao, authors' ScaledYOLOv4 README (test-dev)"
+#: YOLOv4-large COCO test-dev AP without test-time augmentation, as in the authors' README
+#: (WongKinYiu/ScaledYOLOv4, branch yolov4-large). Neither the README nor the abstract gives
+#: parameters or FLOPs: see :data:`SCALED_YOLOV4_RELEASED_PARAMS`.
 SCALED_YOLOV4_COCO: tuple[DetectorResult, ...] = (
-    DetectorResult("YOLOv4-P5", 896, 51.4, None, None, _YOLO_SOURCE),
-    DetectorResult("YOLOv4-P6", 1280, 54.3, None, None, _YOLO_SOURCE),
-    DetectorResult("YOLOv4-P7", 1536, 55.4, None, None, _YOLO_SOURCE),
+    DetectorResult("YOLOv4-P5", 896, 51.4, None, None, _YOLO_SOURCE),   # README: 51.4 AP, 41 fps
+    DetectorResult("YOLOv4-P6", 1280, 54.3, None, None, _YOLO_SOURCE),  # README: 54.3 AP, 30 fps
+    DetectorResult("YOLOv4-P7", 1536, 55.4, None, None, _YOLO_SOURCE),  # README: 55.4 AP, 15 fps
 )
+#: Batch-1 frames per second of YOLOv4-P5/P6/P7 on a V100 (authors' README, "batch1 throughput").
+SCALED_YOLOV4_FPS: dict[str, int] = {"YOLOv4-P5": 41, "YOLOv4-P6": 30, "YOLOv4-P7": 15}
+#: YOLOv4-tiny as the paper's abstract gives it (both arXiv versions), 22.0% AP (42.0% AP50) on COCO at
+#: about 443 FPS on an RTX 2080Ti; 416 pixels is the input of the released cfg/yolov4-tiny.cfg.
+YOLOV4_TINY_COCO = DetectorResult("YOLOv4-tiny", 416, 22.0, None, None,
+                                  "Wang, Bochkovskiy & Liao, arXiv abstract")
+#: YOLOv4-tiny's frame rate in the abstract, and the GPU it was measured on.
+YOLOV4_TINY_FPS: tuple[int, str] = (443, "RTX 2080Ti")
+#: YOLOv4-P7's headline AP and V100 frame rate in the abstracts of the first and the revised arXiv
+#: version (the revision is dated Feb 2021 by secondary indexes; the README keeps the first numbers).
+SCALED_YOLOV4_P7_AP_BY_VERSION: tuple[tuple[str, float], ...] = (
+    ("arXiv v1 (16 Nov 2020), README", 55.4),  # README test-dev 55.4 (73.3 AP50), 15 fps
+    ("revised arXiv version", 55.5),           # abstract: 55.5% AP (73.4% AP50), ~16 FPS on V100
+)
+#: Parameter counts of the authors' released models (80 classes), which neither the paper's text we
+#: could read nor the README states. Counted with ``sum(p.numel())`` after instantiating the
+#: authors' own code: ``models/yolo.py`` ``Model(yaml, nc=80)`` of WongKinYiu/ScaledYOLOv4, branch
+#: yolov4-large @ 676800364a34, for the four yaml models; for YOLOv4-tiny, the conv weights plus batch
+#: norm scale and shift (or conv bias) of branch yolov4-tiny @ faf50b1de72d, cfg/yolov4-tiny.cfg.
+#: (The Darknet cfg of YOLOv4-CSP on branch yolov4-csp parses to 52,921,437, 3,328 fewer.)
+SCALED_YOLOV4_RELEASED_PARAMS: dict[str, int] = {
+    "YOLOv4-CSP": 52_924_765, "YOLOv4-tiny": 6_056_606, "YOLOv4-P5": 70_834_012,
+    "YOLOv4-P6": 127_590_576, "YOLOv4-P7": 287_575_580,
+}
 #: The number of blocks per backbone stage of YOLOv4-large (Sec. 4.3). P5 uses the first five
 #: stages, P6 six and P7 seven.
 YOLOV4_LARGE_STAGE_BLOCKS: tuple[int, ...] = (1, 3, 15, 15, 7, 7, 7)

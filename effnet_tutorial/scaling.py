@@ -11,8 +11,10 @@ In the book: Chapter 5, *Scaling one dimension at a time, and all three together
 from __future__ import annotations
 
 import math
+import multiprocessing
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable, Sequence
 
@@ -21,6 +23,7 @@ import torch
 from .classify import ClassifierConfig, accuracy, train_classifier
 from .counting import count_flops, count_parameters, flop_breakdown  # noqa: F401  (re-exported for Part II)
 from .efficientnet import B0_STAGES, EfficientNet, StageSpec, scale_stages
+from .intervals import Interval, mean_interval
 
 #: The coefficients the EfficientNet paper found (Sec. 3.3).
 PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
@@ -120,6 +123,10 @@ class SearchResult:
         """Sample standard deviation over seeds (0 with one seed)."""
         return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
 
+    def interval(self, confidence: float = 0.95) -> Interval:
+        """The mean score with its Student-t interval over the seeds (needs two or more)."""
+        return mean_interval(self.scores, confidence)
+
 
 def grid_search(
     evaluate: Callable[[Coefficients, int], float],
@@ -127,20 +134,28 @@ def grid_search(
     seeds: Sequence[int] = (0, 1),
     phi: float = 1.0,
     log: Callable[[str], None] | None = print,
+    workers: int = 1,
 ) -> list[SearchResult]:
     """Score every candidate ``(alpha, beta, gamma)`` at ``phi`` and rank them, best first.
 
     ``evaluate(coefficients, seed)`` trains and evaluates one network (the caller decides the
     budget; give every candidate the same one) and returns a score where higher is better.
+    With ``workers > 1``, ``evaluate`` must be a :class:`ProxyEvaluator`: its runs then go to
+    that many processes at once (:meth:`ProxyEvaluator.run_many`), with the same results.
     """
-    candidates = list(candidates)
+    candidates, seeds = list(candidates), list(seeds)
     if not candidates or not seeds:
         raise ValueError("grid_search needs at least one candidate and one seed")
+    jobs = [(compound_coefficients(phi, *triple), seed) for triple in candidates for seed in seeds]
+    if workers > 1:
+        if not isinstance(evaluate, ProxyEvaluator):
+            raise ValueError("grid_search runs in parallel only with a ProxyEvaluator; use workers=1")
+        scores = [run.accuracy for run in evaluate.run_many(jobs, workers=workers)]
+    else:
+        scores = [float(evaluate(c, seed)) for c, seed in jobs]
     results = []
     for k, (alpha, beta, gamma) in enumerate(candidates):
-        result = SearchResult(alpha, beta, gamma)
-        for seed in seeds:
-            result.scores.append(float(evaluate(compound_coefficients(phi, alpha, beta, gamma), seed)))
+        result = SearchResult(alpha, beta, gamma, scores[k * len(seeds):(k + 1) * len(seeds)])
         if log is not None:
             log(f"[{k + 1}/{len(candidates)}] alpha={alpha:.2f} beta={beta:.2f} gamma={gamma:.3f}: "
                 f"{result.mean:.4f} +- {result.std:.4f}")
@@ -198,6 +213,79 @@ def proxy_efficientnet(
 PROXY_BASE_RESOLUTION = 20
 
 
+def proxy_macs(coefficients: Coefficients, base_resolution: int = PROXY_BASE_RESOLUTION) -> int:
+    """Multiply-adds of :func:`proxy_efficientnet` scaled by ``coefficients``, after all rounding
+    (whole blocks, channels to multiples of 2, whole pixels): what the network really costs."""
+    return count_flops(proxy_efficientnet(coefficients), scaled_resolution(base_resolution, coefficients.resolution))
+
+
+#: The multipliers :func:`match_cost` may re-solve, each with the values it tries by default
+#: (width and depth on fine grids, resolution in whole pixels).
+MATCH_GRIDS = {
+    "width": tuple(round(0.5 + 0.005 * k, 3) for k in range(701)),       # 0.5 .. 4.0
+    "depth": tuple(round(1.0 + 0.05 * k, 2) for k in range(141)),       # 1.0 .. 8.0
+    "resolution": tuple(range(8, 97)),                                  # pixels
+}
+
+
+def match_cost(
+    coefficients: Coefficients,
+    target_macs: float,
+    solve: str = "width",
+    base_resolution: int = PROXY_BASE_RESOLUTION,
+    grid: Sequence[float] | None = None,
+) -> Coefficients:
+    """Re-solve one multiplier so the *rounded* proxy network costs as close to ``target_macs``
+    as the rounding allows; the other two multipliers stay as given.
+
+    ``alpha * beta**2 * gamma**2 = 2`` makes candidates equal in cost only before rounding: whole
+    blocks, channels in steps of 2 and whole pixels move each one's real cost by up to tens of
+    percent on a network this small. Comparing accuracy fairly needs equal real cost, so this
+    searches ``grid`` (default :data:`MATCH_GRIDS`; whole pixels for ``"resolution"``) for the
+    value whose counted multiply-adds are nearest the target (the smaller one on a tie).
+    Check the result with :func:`proxy_macs`: depth and resolution move in steps, so some
+    targets cannot be met closely with them.
+    """
+    if solve not in MATCH_GRIDS:
+        raise ValueError(f"solve must be one of {sorted(MATCH_GRIDS)}, got {solve!r}")
+    if target_macs <= 0:
+        raise ValueError(f"target_macs must be positive, got {target_macs}")
+    values = MATCH_GRIDS[solve] if grid is None else tuple(grid)
+    if not values:
+        raise ValueError("match_cost needs a non-empty grid")
+
+    def candidate(value: float) -> Coefficients:
+        if solve == "resolution":
+            return replace(coefficients, resolution=value / base_resolution)
+        return replace(coefficients, **{solve: value})
+
+    # Cost never falls as one multiplier grows (blocks, channels and map sizes all round
+    # monotonically), so a bisection finds the nearest cost after a dozen networks counted.
+    return candidate(nearest_cost(sorted(values), lambda v: proxy_macs(candidate(v), base_resolution), target_macs))
+
+
+def nearest_cost(values: Sequence[float], cost: Callable[[float], float], target: float,
+                 window: int = 1) -> float:
+    """The value among ``values`` (sorted ascending) whose ``cost`` is nearest ``target`` in ratio.
+
+    ``cost`` must grow with the value, up to local wiggles no wider than ``window`` places (an odd
+    pixel count, rounded up at every stride-2 layer, can cost more than the next even one). Bisects
+    for the first value costing at least ``target``, then compares the ``window`` values on either
+    side by ``|log(cost / target)|``, the smaller value on a tie. Used by :func:`match_cost` and by
+    :func:`effnet_tutorial.explorer.match_macs`.
+    """
+    if not values:
+        raise ValueError("nearest_cost needs at least one value")
+    if cost(values[-1]) < target:
+        raise ValueError(f"target {target:.4g} costs more than the largest value, {values[-1]!r}: widen the grid")
+    low, high = 0, len(values) - 1
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if cost(values[mid]) < target else (low, mid)
+    nearby = values[max(low - window, 0):low + window + 1]
+    return min(nearby, key=lambda v: (abs(math.log(cost(v) / target)), v))
+
+
 @dataclass
 class ProxyRun:
     """One trained and evaluated proxy network: what it was, what it cost, how well it did."""
@@ -225,7 +313,8 @@ class ProxyEvaluator:
                  test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
                  config: ClassifierConfig = ClassifierConfig(),
                  base_resolution: int = PROXY_BASE_RESOLUTION,
-                 log: Callable[[str], None] | None = print) -> None:
+                 log: Callable[[str], None] | None = print,
+                 zero_init_residual: bool = True) -> None:
         if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
             raise ValueError("images and labels must have the same length in both splits")
         if num_classes < 2 or base_resolution < 8:
@@ -233,7 +322,7 @@ class ProxyEvaluator:
         self.train_images, self.train_labels = train_images, train_labels
         self.test_images, self.test_labels = test_images, test_labels
         self.num_classes, self.config, self.base_resolution = num_classes, config, base_resolution
-        self.log = log
+        self.log, self.zero_init_residual = log, zero_init_residual
         self.runs: list[ProxyRun] = []
 
     def resolution(self, coefficients: Coefficients) -> int:
@@ -243,7 +332,8 @@ class ProxyEvaluator:
     def run(self, coefficients: Coefficients, seed: int) -> ProxyRun:
         """Build, train and evaluate one network; log one line; return its :class:`ProxyRun`."""
         torch.manual_seed(seed)  # the initial weights depend on the seed too
-        model = proxy_efficientnet(coefficients, num_classes=self.num_classes)
+        model = proxy_efficientnet(coefficients, num_classes=self.num_classes,
+                                   zero_init_residual=self.zero_init_residual)
         res = self.resolution(coefficients)
         config = replace(self.config, seed=seed)
         start = time.perf_counter()
@@ -254,10 +344,56 @@ class ProxyEvaluator:
                           count_parameters(model), acc, seconds)
         self.runs.append(result)
         if self.log is not None:
-            c = coefficients
-            self.log(f"d={c.depth:.2f} w={c.width:.2f} r={c.resolution:.2f} ({res} px) seed {seed}: "
-                     f"{result.macs / 1e6:.2f} M MACs, accuracy {acc:.3f}, {seconds:.0f} s")
+            self.log(describe_run(result))
         return result
+
+    def run_many(self, jobs: Sequence[tuple[Coefficients, int]], workers: int = 1) -> list[ProxyRun]:
+        """Run every ``(coefficients, seed)`` of ``jobs``; return the runs in the order of ``jobs``.
+
+        With ``workers > 1`` the runs go to that many fresh processes at once (``spawn``), each
+        with one CPU thread: on a machine with ``workers`` cores this divides the wall time by
+        about ``workers``. Every run seeds itself, so the results equal those of
+        ``workers=1``; only the order of the log lines (by completion) differs.
+        """
+        jobs = list(jobs)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers == 1 or len(jobs) < 2:
+            return [self.run(c, seed) for c, seed in jobs]
+        quiet = ProxyEvaluator(self.train_images, self.train_labels, self.test_images, self.test_labels,
+                               self.num_classes, self.config, self.base_resolution, None,
+                               self.zero_init_residual)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
+                                 initializer=_start_worker, initargs=(quiet,)) as pool:
+            futures = [pool.submit(_run_in_worker, c, seed) for c, seed in jobs]
+            for future in as_completed(futures):
+                if self.log is not None:
+                    self.log(describe_run(future.result()))
+            results = [future.result() for future in futures]
+        self.runs.extend(results)
+        return results
 
     def __call__(self, coefficients: Coefficients, seed: int) -> float:
         return self.run(coefficients, seed).accuracy
+
+
+def describe_run(run: ProxyRun) -> str:
+    """One log line for a :class:`ProxyRun`: shape, cost, accuracy, time."""
+    c = run.coefficients
+    return (f"d={c.depth:.2f} w={c.width:.2f} r={c.resolution:.2f} ({run.resolution} px) seed {run.seed}: "
+            f"{run.macs / 1e6:.2f} M MACs, accuracy {run.accuracy:.3f}, {run.seconds:.0f} s")
+
+
+_WORKER_EVALUATOR: ProxyEvaluator | None = None
+
+
+def _start_worker(evaluator: ProxyEvaluator) -> None:
+    global _WORKER_EVALUATOR
+    torch.set_num_threads(1)
+    _WORKER_EVALUATOR = evaluator
+
+
+def _run_in_worker(coefficients: Coefficients, seed: int) -> ProxyRun:
+    assert _WORKER_EVALUATOR is not None, "worker started without an evaluator"
+    return _WORKER_EVALUATOR.run(coefficients, seed)

@@ -109,3 +109,70 @@ def test_minutes_to_reach_interpolates_between_evaluations(monkeypatch):
     assert script.minutes_to_reach(curve, 0.2) == 3.0
     assert script.minutes_to_reach(curve, 0.0) == 0.0
     assert script.minutes_to_reach(curve, 0.5) is None
+
+
+def test_pair_ratio_summary_is_the_median_of_the_per_pair_ratios():
+    from effnet_tutorial.benchmark.timing import pair_ratio_summary
+
+    # ratios 2.0, 0.5, 1.0, 1.5, 1.0 -> sorted 0.5, 1.0, 1.0, 1.5, 2.0
+    ours = [20.0, 5.0, 10.0, 15.0, 30.0]
+    ref = [10.0, 10.0, 10.0, 10.0, 30.0]
+    assert pair_ratio_summary(ours, ref) == (1.0, 1.0, 1.5)
+    # an even count interpolates linearly: sorted 1, 2, 3, 4 -> median 2.5, q1 1.75, q3 3.25
+    assert pair_ratio_summary([1.0, 4.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]) == (2.5, 1.75, 3.25)
+    assert pair_ratio_summary([3.0], [2.0]) == (1.5, 1.5, 1.5)
+
+
+def test_median_of_pair_ratios_stays_inside_its_quartiles_where_the_ratio_of_medians_does_not():
+    """The reviewer's case: the machine slows down half-way, so the ratio of the two medians
+    mixes pairs measured at different speeds and leaves the per-pair IQR; the headline does not."""
+    import statistics
+
+    from effnet_tutorial.benchmark.timing import pair_ratio_summary
+
+    ours = [100.0, 102.0, 98.0, 250.0, 255.0, 245.0, 251.0]
+    ref = [100.0, 100.0, 100.0, 260.0, 260.0, 260.0, 260.0]
+    median, q1, q3 = pair_ratio_summary(ours, ref)
+    assert q1 <= median <= q3
+    of_medians = statistics.median(ours) / statistics.median(ref)
+    assert not q1 <= of_medians <= q3  # 0.94, below the per-pair quartiles 0.96-0.99
+
+
+def test_pair_ratio_summary_rejects_unpaired_or_empty_times():
+    from effnet_tutorial.benchmark.timing import pair_ratio_summary
+
+    with pytest.raises(ValueError):
+        pair_ratio_summary([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        pair_ratio_summary([], [])
+    with pytest.raises(ValueError):
+        pair_ratio_summary([1.0], [0.0])
+
+
+def test_compare_reports_the_median_pair_ratio_and_the_table_prints_it():
+    from effnet_tutorial.benchmark.timing import Settings, compare, format_table, verdict
+
+    s = Settings(repeats=3, warmup=0, min_seconds=0.0, max_repeats=3)
+    row = compare("noop", "noop", lambda: None, lambda: None, s)
+    assert len(row.ours_runs) == len(row.ref_runs) == 3
+    q1, q3 = row.pair_quartiles
+    assert q1 <= row.ratio <= q3
+    assert row.ratio_of_medians is not None
+    assert verdict(row) in ("faster", "slower", "a tie")
+    table = format_table([row])
+    assert "IQR" in table and f"{row.ratio:.2f}" in table
+
+
+def test_verdict_and_describe_load():
+    from effnet_tutorial.benchmark.timing import Row, describe_load, verdict
+
+    assert verdict(Row("a", "b", 1, 1, 0.9, pair_quartiles=[0.85, 0.95])) == "faster"
+    assert verdict(Row("a", "b", 1, 1, 1.1, pair_quartiles=[1.05, 1.2])) == "slower"
+    assert verdict(Row("a", "b", 1, 1, 1.02, pair_quartiles=[0.96, 1.08])) == "a tie"
+    with pytest.raises(ValueError):
+        verdict(Row("memory", "b", 1, 1, 1.0, unit="MB"))
+    assert describe_load(0.3, 2) == "a nearly idle machine"
+    assert describe_load(0.56, 2).startswith("a shared machine")  # the reviewer's case: not busy
+    assert describe_load(4.7, 2).startswith("a busy machine")
+    with pytest.raises(ValueError):
+        describe_load(1.0, 0)

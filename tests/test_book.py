@@ -17,6 +17,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+#: The chapters (``NN_name.ipynb``); the other notebook is the landing page, ``index.ipynb``,
+#: which follows the same conventions except that it has no exercises.
+CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -172,7 +175,13 @@ def exercises_of(nb: dict) -> tuple[list[str], list[str], int]:
     return exercises, solutions, ends
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_is_a_chapter_or_the_landing_page():
+    assert {p.name for p in NOTEBOOKS} - {p.name for p in CHAPTERS} <= {"index.ipynb"}
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    assert toc["root"] == "book/index"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_notebook_has_exercises_with_solutions(path):
     exercises, solutions, ends = exercises_of(load(path))
     assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercises, at least 3 wanted"
@@ -316,3 +325,29 @@ def test_module_names_its_chapter_once(path):
     where, title = refs[0]
     titles = chapter_titles()
     assert titles.get(where) == title, f"{path}: {where} is titled {titles.get(where)!r}"
+
+
+def load_copyright_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("copyright_year", ROOT / "_ext" / "copyright_year.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_copyright_year_comes_from_the_build_not_the_config():
+    """_config.yml names the holder only; the local extension it loads adds the build's year."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert not re.search(r"(19|20)\d\d", str(config["copyright"])), (
+        f"_config.yml hard-codes a year in copyright: {config['copyright']!r}; "
+        "_ext/copyright_year.py adds the build's year")
+    assert config["sphinx"]["local_extensions"] == {"copyright_year": "_ext"}
+    ext = load_copyright_extension()
+    import time
+
+    assert ext.build_year({}) == time.gmtime().tm_year
+    assert ext.build_year({"SOURCE_DATE_EPOCH": "1767225600"}) == 2026  # 2026-01-01 00:00 UTC
+    assert ext.copyright_line(config["copyright"], 2031) == f"2031, {config['copyright']}"
+    with pytest.raises(ValueError):
+        ext.copyright_line("2025, someone", 2031)

@@ -9,6 +9,7 @@ from .helpers import randomize_
 
 
 def test_frozen_network_computes_what_it_did_in_eval_mode():
+    torch.manual_seed(0)
     model = randomize_(et.create_model("efficientnet_lite0", num_classes=5, dropout=0.0,
                                        drop_path_rate=0.0)).eval()  # training mode adds no noise
     x = torch.randn(2, 3, 64, 64)
@@ -18,7 +19,9 @@ def test_frozen_network_computes_what_it_did_in_eval_mode():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert count_trainable(model) == 0
     with torch.no_grad():
-        assert torch.allclose(model.train()(x), before, atol=1e-5)  # training mode: same map
+        after = model.train()(x)  # training mode: the same map, up to float32 rounding of the
+    # folded scale and shift, which grows with the size of the logits (up to ~40 here)
+    assert torch.allclose(after, before, rtol=1e-5, atol=1e-5 * before.abs().max().item())
 
 
 def test_frozen_backbone_does_not_move_while_the_rest_trains():

@@ -8,6 +8,7 @@ from effnet_tutorial.data.coco import CocoDetection
 from effnet_tutorial.recipes import (
     CPU_SHAPES,
     GPU_SHAPES,
+    QUICK_SHAPES,
     ShapesRecipe,
     recipe_for,
     write_shapes_data,
@@ -28,6 +29,16 @@ def test_device_picks_the_recipe():
     assert recipe_for(torch.device("cpu")) is CPU_SHAPES
     assert recipe_for(torch.device("cuda", 0)) is GPU_SHAPES
     assert GPU_SHAPES.image_size == 512 and CPU_SHAPES.image_size == 256
+
+
+def test_quick_recipe_is_a_short_cpu_run_at_128():
+    # Part III's chapters 11 and 12 train it in the notebook: it must stay minutes, on a CPU clock
+    config = QUICK_SHAPES.train_config(progress=False)
+    assert QUICK_SHAPES.image_size == 128 and QUICK_SHAPES.image_size % 128 == 0
+    assert config.time_budget_minutes == QUICK_SHAPES.minutes <= 3 and config.clock == "process"
+    assert QUICK_SHAPES.min_size >= 16 and QUICK_SHAPES.max_objects <= 2
+    smoke = QUICK_SHAPES.smoke()
+    assert smoke.minutes < 1 and smoke.image_size == QUICK_SHAPES.image_size
 
 
 def test_smoke_recipe_is_small_and_keeps_the_rest():

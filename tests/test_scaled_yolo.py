@@ -93,6 +93,18 @@ def test_receptive_field():
 
 
 def test_published_results_are_data():
-    assert [r.input_size for r in sy.EFFICIENTDET_COCO] == [512, 640, 768, 896, 1024, 1280, 1280, 1536]
+    assert [r.input_size for r in sy.EFFICIENTDET_COCO] == [512, 640, 768, 896, 1024, 1280, 1280, 1536, 1536]
     assert [r.name for r in sy.SCALED_YOLOV4_COCO] == ["YOLOv4-P5", "YOLOv4-P6", "YOLOv4-P7"]
     assert all(r.source for r in sy.EFFICIENTDET_COCO + sy.SCALED_YOLOV4_COCO)
+    # every EfficientDet row is v7 Table 2: D7x only there, D2/D3 the v7 figures, not automl's older README
+    effdet = {r.name: r for r in sy.EFFICIENTDET_COCO}
+    assert (effdet["EfficientDet-D2"].ap, effdet["EfficientDet-D3"].ap) == (43.9, 47.2)
+    assert effdet["EfficientDet-D7x"].params_millions == 77.0 and effdet["EfficientDet-D7x"].ap == 55.1
+    assert [ap for _, ap in sy.EFFICIENTDET_D7_AP_BY_VERSION] == [51.0, 52.2, 53.7]
+    assert effdet["EfficientDet-D7"].ap == sy.EFFICIENTDET_D7_AP_BY_VERSION[-1][1]
+    assert [ap for _, ap in sy.SCALED_YOLOV4_P7_AP_BY_VERSION] == [55.4, 55.5]
+    assert sy.SCALED_YOLOV4_COCO[-1].ap == sy.SCALED_YOLOV4_P7_AP_BY_VERSION[0][1]
+    assert (sy.YOLOV4_TINY_COCO.ap, sy.YOLOV4_TINY_FPS[0]) == (22.0, 443)
+    assert all(r.params_millions is None for r in sy.SCALED_YOLOV4_COCO)  # no published figure
+    assert set(sy.SCALED_YOLOV4_RELEASED_PARAMS) == {"YOLOv4-CSP", "YOLOv4-tiny", "YOLOv4-P5", "YOLOv4-P6",
+                                                     "YOLOv4-P7"}

@@ -1,6 +1,7 @@
 """Compound scaling: the cost law, the candidate grid, the grid search and the proxy network."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -132,3 +133,97 @@ def test_proxy_network_zero_inits_its_residual_branches():
     assert skips and all(torch.count_nonzero(m.project.bn.weight) == 0 for m in skips)
     plain = scaling.proxy_efficientnet(scaling.Coefficients(2.0, 1.0, 1.0), zero_init_residual=False)
     assert all(torch.all(m.project.bn.weight == 1) for m in plain.modules() if getattr(m, "has_skip", False))
+
+
+def _tiny_evaluator(**options) -> scaling.ProxyEvaluator:
+    train, test = proxy.make_proxy_splits(3, 1, size=16, seed=0)
+    return scaling.ProxyEvaluator(
+        train.images, train.labels, test.images, test.labels, len(proxy.CLASS_NAMES),
+        classify.ClassifierConfig(epochs=2, batch_size=8, num_threads=1), base_resolution=12, log=None, **options)
+
+
+@pytest.mark.slow
+def test_run_many_in_two_processes_equals_one_process():
+    jobs = [(scaling.Coefficients(1.0, 1.0, 1.0), 0), (scaling.Coefficients(1.2, 1.1, 1.15), 1),
+            (scaling.Coefficients(1.0, 1.0, 1.0), 1)]
+    serial = _tiny_evaluator().run_many(jobs, workers=1)
+    lines: list[str] = []
+    evaluator = _tiny_evaluator()
+    evaluator.log = lines.append
+    parallel = evaluator.run_many(jobs, workers=2)
+    assert [(r.coefficients, r.seed, r.resolution, r.macs, r.params, r.accuracy) for r in parallel] == \
+           [(r.coefficients, r.seed, r.resolution, r.macs, r.params, r.accuracy) for r in serial]
+    assert evaluator.runs == parallel and len(lines) == len(jobs)
+    assert sorted(lines) == sorted(scaling.describe_run(r) for r in parallel)
+
+
+def test_run_many_rejects_bad_workers_and_grid_search_needs_an_evaluator():
+    with pytest.raises(ValueError, match="workers"):
+        _tiny_evaluator().run_many([(scaling.Coefficients(1.0, 1.0, 1.0), 0)], workers=0)
+    with pytest.raises(ValueError, match="ProxyEvaluator"):
+        scaling.grid_search(lambda c, s: 0.0, [(1.0, 1.0, 1.0)], log=None, workers=2)
+
+
+def test_evaluator_can_train_without_zero_init():
+    evaluator = _tiny_evaluator(zero_init_residual=False)
+    run = evaluator.run(scaling.Coefficients(2.0, 1.0, 1.0), 0)
+    assert 0.0 <= run.accuracy <= 1.0 and evaluator.zero_init_residual is False
+
+
+def test_proxy_macs_counts_the_rounded_network():
+    c = scaling.Coefficients(1.2, 1.1, 1.15)
+    net = scaling.proxy_efficientnet(c)
+    assert scaling.proxy_macs(c) == et.count_flops(net, 23)  # 20 * 1.15 = 23 px
+    assert scaling.proxy_macs(scaling.Coefficients(1.0, 1.0, 1.0)) == 621456
+
+
+@pytest.mark.parametrize("solve", ["width", "depth", "resolution"])
+def test_match_cost_returns_the_nearest_cost_on_its_grid(solve):
+    base = scaling.Coefficients(1.0, 1.0, 1.0)
+    target = 2.87 * scaling.proxy_macs(base)
+    grid = {"width": [1.0 + 0.05 * k for k in range(30)], "depth": [1.0 + 0.25 * k for k in range(20)],
+            "resolution": list(range(20, 48))}[solve]
+    found = scaling.match_cost(base, target, solve=solve, grid=grid)
+    # Brute force over the same grid: the bisection must find the same nearest cost.
+    def cost(v):
+        c = dataclasses.replace(base, resolution=v / 20) if solve == "resolution" else dataclasses.replace(base, **{solve: v})
+        return scaling.proxy_macs(c)
+    best = min(abs(math.log(cost(v) / target)) for v in grid)
+    assert abs(math.log(scaling.proxy_macs(found) / target)) == pytest.approx(best)
+    untouched = {"width", "depth", "resolution"} - {solve}
+    assert all(getattr(found, k) == 1.0 for k in untouched)
+
+
+def test_match_cost_hits_the_width_target_within_two_and_a_half_percent():
+    c = scaling.match_cost(scaling.Coefficients(1.2, 1.0, 1.15), 2 * scaling.proxy_macs(scaling.Coefficients(1, 1, 1)))
+    assert (c.depth, c.resolution) == (1.2, 1.15) and c.width > 1
+    assert scaling.proxy_macs(c) / (2 * 621456) == pytest.approx(1.0, abs=0.025)
+
+
+def test_match_cost_errors():
+    base = scaling.Coefficients(1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="solve"):
+        scaling.match_cost(base, 1e6, solve="height")
+    with pytest.raises(ValueError, match="positive"):
+        scaling.match_cost(base, 0)
+    with pytest.raises(ValueError, match="grid"):
+        scaling.match_cost(base, 1e6, grid=[])
+
+
+def test_search_result_interval_is_the_t_interval_of_its_scores():
+    r = scaling.SearchResult(1.0, 1.0, 1.0, [0.5, 0.6, 0.55, 0.58, 0.52])
+    i = r.interval()
+    assert i.estimate == pytest.approx(0.55) and i.n == 5
+    assert i.half_width == pytest.approx(2.7764451052 * r.std / math.sqrt(5), rel=1e-9)
+
+
+def test_nearest_cost_bisects_compares_neighbours_and_refuses_targets_beyond_the_grid():
+    values = list(range(1, 11))
+    assert scaling.nearest_cost(values, lambda v: v * v, 50) == 7  # 49 is nearer 50 than 64
+    assert scaling.nearest_cost(values, lambda v: 10.0, 10.0) == 1  # all tie: the smallest
+    wiggly = {1: 1, 2: 4, 3: 3, 4: 16, 5: 25}  # 3 costs less than 2: a local wiggle
+    assert scaling.nearest_cost(list(wiggly), wiggly.get, 3.1, window=1) == 3
+    with pytest.raises(ValueError, match="widen the grid"):
+        scaling.nearest_cost(values, lambda v: v, 11)
+    with pytest.raises(ValueError, match="at least one"):
+        scaling.nearest_cost([], lambda v: v, 1)

@@ -182,4 +182,10 @@ def memory_rows(mode: str, threads: int, samples: int = 1) -> list[Row]:
             "b0 ours", "ours eager", "opt-in"),
         row("d0 training peak memory, memory-efficient swish", "d0 ours + memory-efficient swish",
             "d0 ours", "ours eager", "opt-in"),
+        row("b0 training peak tensor memory, memory-efficient swish",
+            "b0 ours + memory-efficient swish", "b0 ours", "ours eager", "opt-in; profiler, exact",
+            key="tensor_peak_mb"),
+        row("d0 training peak tensor memory, memory-efficient swish",
+            "d0 ours + memory-efficient swish", "d0 ours", "ours eager", "opt-in; profiler, exact",
+            key="tensor_peak_mb"),
     ]

@@ -2,8 +2,10 @@
 
 Every time row runs both implementations in one process, on identical inputs, with the same
 thread count, alternating them (ours then reference, then reference then ours, ...) after a
-warm-up; a row reports the medians, their ratio ours / reference and the quartiles of the
-per-pair ratios. No timing is ever asserted in a test.
+warm-up. Each pair ran back to back, so its ratio ours / reference cancels a change of machine
+speed between pairs; a row's headline is the **median of the per-pair ratios** with their
+interquartile range (:func:`pair_ratio_summary`), next to the median times. No timing is ever
+asserted in a test; the arithmetic is.
 
 In the book: the appendix, *Performance and export*.
 """
@@ -59,12 +61,15 @@ class Row:
     reference: str
     ours_ms: float | None = None
     ref_ms: float | None = None
+    #: The headline ratio. For a time row the median of the per-pair ratios ours_i / ref_i; for
+    #: a memory row (separate processes, no pairs) ours / reference.
     ratio: float | None = None
     unit: str = "ms"
     note: str = ""
     ours_runs: list = field(default_factory=list)
     ref_runs: list = field(default_factory=list)
-    pair_quartiles: list | None = None  # quartiles of ours_i / ref_i over the pairs
+    pair_quartiles: list | None = None  # [q1, q3] of ours_i / ref_i over the pairs (time rows)
+    ratio_of_medians: float | None = None  # median(ours) / median(ref), for comparison only
 
 
 
@@ -119,14 +124,57 @@ def choose_threads(threads: int | None = None) -> tuple[int, str]:
 
 
 
+def pair_ratio_summary(ours: list[float], ref: list[float]) -> tuple[float, float, float]:
+    """The median and the quartiles ``(median, q1, q3)`` of the per-pair ratios ours_i / ref_i.
+
+    ``ours[i]`` and ``ref[i]`` must be the two times of one back-to-back pair. All three use the
+    same linear-interpolation quantile, so ``q1 <= median <= q3`` always holds; the ratio of the
+    two medians has no such guarantee (on a machine whose speed drifts it can fall outside the
+    quartiles of the ratios it summarises), which is why it is not the headline.
+    """
+    if len(ours) != len(ref) or not ours:
+        raise ValueError(f"need the same positive number of times on both sides, got {len(ours)} "
+                         f"and {len(ref)}")
+    if min(ref) <= 0:
+        raise ValueError("reference times must be positive")
+    ratios = sorted(a / b for a, b in zip(ours, ref))
+    return _quantile(ratios, 0.5), _quantile(ratios, 0.25), _quantile(ratios, 0.75)
+
+
+def describe_load(load: float, cores: int) -> str:
+    """A few words for a 1-minute load average on ``cores`` cores, for prose generated from it.
+
+    At most a quarter of the cores' worth of load: ``"a nearly idle machine"``; up to the core
+    count: ``"a shared machine, partly busy with other jobs"``; above it, where jobs wait for a
+    core: ``"a busy machine (more runnable jobs than cores)"``.
+    """
+    if cores < 1 or load < 0:
+        raise ValueError(f"need cores >= 1 and load >= 0, got {cores} and {load}")
+    if load <= 0.25 * cores:
+        return "a nearly idle machine"
+    if load <= cores:
+        return "a shared machine, partly busy with other jobs"
+    return "a busy machine (more runnable jobs than cores)"
+
+
+def verdict(row: Row) -> str:
+    """``"faster"``, ``"slower"`` or ``"a tie"`` for a time row, from its per-pair quartiles:
+    faster when even the upper quartile of ours / reference is below 1, slower when even the lower
+    one is above 1, a tie when the interquartile range contains 1."""
+    if row.pair_quartiles is None:
+        raise ValueError(f"row {row.name!r} has no per-pair quartiles (not a time row)")
+    q1, q3 = row.pair_quartiles
+    return "faster" if q3 < 1.0 else "slower" if q1 > 1.0 else "a tie"
+
+
 def compare(name: str, reference: str, ours: Callable[[], object], ref: Callable[[], object],
             s: Settings, note: str = "") -> Row:
-    """Alternate ``ours`` and ``ref`` after ``s.warmup`` runs of each; medians and their ratio.
+    """Alternate ``ours`` and ``ref`` after ``s.warmup`` runs of each; the per-pair ratios.
 
     At least ``s.repeats`` pairs, more (up to ``s.max_repeats``) until the timed pairs add up
-    to ``s.min_seconds``. Besides the ratio of the medians, the row keeps the quartiles of the
-    per-pair ratios (each pair ran back to back, so a change of machine speed between pairs
-    cancels in its ratio): the spread a reader should allow for.
+    to ``s.min_seconds``. The row's ``ratio`` is the median of the per-pair ratios and
+    ``pair_quartiles`` their quartiles (each pair ran back to back, so a change of machine speed
+    between pairs cancels in its ratio); the median times and their ratio are kept beside them.
     """
     for _ in range(s.warmup):
         ours()
@@ -141,12 +189,11 @@ def compare(name: str, reference: str, ours: Callable[[], object], ref: Callable
             out.append((time.perf_counter() - start) * 1000)
         i += 1
     a, b = statistics.median(t_ours), statistics.median(t_ref)
-    pairs = sorted(x / y for x, y in zip(t_ours, t_ref))
-    spread = [_quantile(pairs, 0.25), _quantile(pairs, 0.75)]
-    row = Row(name, reference, a, b, a / b, note=note, ours_runs=t_ours, ref_runs=t_ref,
-              pair_quartiles=spread)
-    print(f"  {name}: ours {a:.1f} ms, {reference} {b:.1f} ms, ratio {a / b:.2f} "
-          f"(pairs {len(pairs)}, per-pair ratios {spread[0]:.2f}-{spread[1]:.2f})", flush=True)
+    median, q1, q3 = pair_ratio_summary(t_ours, t_ref)
+    row = Row(name, reference, a, b, median, note=note, ours_runs=t_ours, ref_runs=t_ref,
+              pair_quartiles=[q1, q3], ratio_of_medians=a / b)
+    print(f"  {name}: ours {a:.1f} ms, {reference} {b:.1f} ms, per-pair ratio {median:.2f} "
+          f"(IQR {q1:.2f}-{q3:.2f}, {len(t_ours)} pairs)", flush=True)
     return row
 
 
@@ -159,23 +206,30 @@ def _quantile(sorted_values: list, q: float) -> float:
 
 
 def format_table(rows: list[Row]) -> str:
-    """A plain-text table: row, reference, ours, reference, ratio, pairs and the per-pair
-    ratios' quartiles (time rows), note."""
-    head = (f"{'row':<50} {'reference':<22} {'ours':>10} {'ref':>10} {'ratio':>6} "
-            f"{'pairs':>5} {'per pair':>9}  note")
+    """A plain-text table: row, reference, the median times (or memory peaks), the ratio, the
+    number of pairs and the interquartile range of the per-pair ratios, note.
+
+    For a time row the ratio is the median of the per-pair ratios, which lies inside its IQR;
+    for a memory row it is ours / reference (no pairs, no IQR).
+    """
+    w = max([50] + [len(r.name) for r in rows])  # the name column fits the longest name
+    head = (f"{'row':<{w}} {'reference':<22} {'ours':>10} {'ref':>10} {'ratio':>6} "
+            f"{'pairs':>5} {'IQR':>9}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.ratio is None and r.ours_ms is not None:
-            lines.append(f"{r.name:<50} {r.reference:<22} {r.ours_ms:>7.1f} {r.unit:<2} "
+            lines.append(f"{r.name:<{w}} {r.reference:<22} {r.ours_ms:>7.1f} {r.unit:<2} "
                          f"{r.ref_ms:>7.1f} {r.unit:<2} {'-':>6} {'':>15}  {r.note}")
             continue
         if r.ratio is None:
-            lines.append(f"{r.name:<50} {r.reference:<22} {'-':>10} {'-':>10} {'-':>6} {'':>15}  "
+            lines.append(f"{r.name:<{w}} {r.reference:<22} {'-':>10} {'-':>10} {'-':>6} {'':>15}  "
                          f"{r.note}")
             continue
         u = r.unit
         q = r.pair_quartiles
         pairs = f"{len(r.ours_runs):>5} {q[0]:>4.2f}-{q[1]:<4.2f}" if q else f"{'':>15}"
-        lines.append(f"{r.name:<50} {r.reference:<22} {r.ours_ms:>7.1f} {u:<2} {r.ref_ms:>7.1f} "
+        lines.append(f"{r.name:<{w}} {r.reference:<22} {r.ours_ms:>7.1f} {u:<2} {r.ref_ms:>7.1f} "
                      f"{u:<2} {r.ratio:>6.2f} {pairs}  {r.note}")
+    lines.append("ratio: time rows, the median of the per-pair ratios ours / reference (IQR: their "
+                 "quartiles); memory rows, ours / reference")
     return "\n".join(lines)
