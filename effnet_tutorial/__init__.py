@@ -21,7 +21,8 @@ checks this):
 * Part III, EfficientDet: ``bifpn``, ``anchors``, ``losses``, ``postprocess``, ``inference``,
   ``efficientdet``, ``checkpoints``, ``factory``;
 * Part IV, training: ``train``, ``evaluate``, ``coco_ap`` (COCO's AP written out by hand),
-  ``recipes``, ``cli``;
+  ``detection_errors`` (each detection judged against the ground truth), ``estimates`` (a run's
+  cost before it runs), ``recipes``, ``cli``;
 * the appendix: ``export``, ``benchmark`` (against timm and effdet).
 """
 from __future__ import annotations

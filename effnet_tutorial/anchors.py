@@ -270,6 +270,22 @@ def match_anchors(
     return _match(anchors, gt_boxes, threshold)
 
 
+def best_anchor_iou(boxes: torch.Tensor, anchors: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Each box's highest IoU with any anchor, ``(M,)``.
+
+    A box whose best IoU is below the matching threshold (0.5) still gets one positive anchor, by
+    force (rule 2 of :func:`match_anchors`), but that anchor's shape is far from the box's: the
+    regression has to cover a large offset, and the box's class is learnt from one anchor only.
+    The share of such boxes says how much of a dataset the anchors fit. Boxes are compared in
+    chunks of ``chunk``, so that a large set does not build an ``(M, N)`` matrix at once.
+    """
+    check_boxes(boxes, "boxes")
+    check_boxes(anchors, "anchors")
+    if len(boxes) == 0:
+        return boxes.new_zeros(0)
+    return torch.cat([pairwise_iou(part, anchors).max(dim=1).values for part in boxes.split(chunk)])
+
+
 def _match(anchors: torch.Tensor, gt_boxes: torch.Tensor, threshold: float) -> torch.Tensor:
     """:func:`match_anchors` without the input checks."""
     num_anchors, num_gt = anchors.shape[0], gt_boxes.shape[0]

@@ -328,6 +328,49 @@ def load_trained(checkpoint: str | os.PathLike, model_name: str | None = None,
     return model.eval()
 
 
-__all__ = ["CheckpointError", "DetectionHead", "FORMAT_VERSION", "checkpoint_meta",
-           "describe_model", "detector_state", "download_checkpoint", "load_detector_weights",
-           "load_trained", "read_checkpoint", "require_detector"]
+#: Detectors the book trains and the package ships (``effnet_tutorial/trained/``), so that a
+#: chapter before the training chapter, or a reader without the time to train, can look at a
+#: trained detector: name -> (file, what it is).
+BOOK_DETECTORS: dict[str, tuple[str, str]] = {
+    "d0_shapes_256": ("d0_shapes_256.pth",
+                      "efficientdet_d0 trained from scratch by Chapter 14 on the CPU "
+                      "(recipes.CPU_SHAPES: synthetic shapes at 256 pixels, 4 classes, 30 minutes "
+                      "of CPU time); its EMA weights, stored in float16"),
+}
+
+TRAINED = Path(__file__).resolve().parent / "trained"
+
+
+def book_detector(name: str = "d0_shapes_256") -> EfficientDet:
+    """A detector the book trained, shipped with the package (:data:`BOOK_DETECTORS`), in eval
+    mode with its class names; no download, no training."""
+    if name not in BOOK_DETECTORS:
+        raise KeyError(f"no shipped detector {name!r}; there are: {', '.join(BOOK_DETECTORS)}")
+    return load_trained(TRAINED / BOOK_DETECTORS[name][0])
+
+
+def write_half_precision(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write a model file's weights in float16 with its description (half the size, for
+    shipping); :func:`load_trained` reads it back into a float32 model.
+
+    ``source``: a model file or training checkpoint of this package (the EMA weights of a
+    checkpoint). ``target`` must not exist: nothing is overwritten.
+    """
+    source, target = Path(source), Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; remove it first if it is to be replaced")
+    state = read_checkpoint(source)
+    meta = checkpoint_meta(state)
+    if meta is None:
+        raise CheckpointError(f"{source} has no description of its model (\"meta\"): write it "
+                              "with this package's trainer")
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in detector_state(state).items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": weights, "meta": meta}, target)
+    return target
+
+
+__all__ = ["BOOK_DETECTORS", "CheckpointError", "DetectionHead", "FORMAT_VERSION", "book_detector",
+           "checkpoint_meta", "describe_model", "detector_state", "download_checkpoint",
+           "load_detector_weights", "load_trained", "read_checkpoint", "require_detector",
+           "write_half_precision"]

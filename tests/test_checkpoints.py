@@ -160,3 +160,31 @@ def test_a_failed_download_names_the_file_not_the_machines_cache_path(monkeypatc
     out = capsys.readouterr()
     assert str(tmp_path) not in out.out + out.err
     assert "d0-1234abcd.pth" in out.err
+
+
+def test_half_precision_file_is_half_the_size_and_loads_as_float32(run, tmp_path):
+    from effnet_tutorial.checkpoints import write_half_precision
+
+    half = write_half_precision(run / "model.pth", tmp_path / "half.pth")
+    assert half.stat().st_size < 0.6 * (run / "model.pth").stat().st_size
+    full, small = load_trained(run / "model.pth"), load_trained(half)
+    assert all(p.dtype == torch.float32 for p in small.parameters())
+    assert small.class_names == full.class_names and small.model_name == full.model_name
+    for (name, a), (_, b) in zip(full.state_dict().items(), small.state_dict().items()):
+        if a.is_floating_point():
+            assert torch.equal(a.half().float(), b), name  # rounded once to float16, nothing else
+    with pytest.raises(FileExistsError, match="exists"):
+        write_half_precision(run / "model.pth", half)  # nothing is overwritten
+
+
+def test_the_shipped_detector_is_chapter_14s_cpu_run():
+    from effnet_tutorial.checkpoints import BOOK_DETECTORS, book_detector
+    from effnet_tutorial.recipes import CPU_SHAPES
+
+    model = book_detector("d0_shapes_256")
+    assert model.model_name == "efficientdet_d0" and not model.training
+    assert model.class_names == ["circle", "square", "triangle", "cross"]
+    assert model.config.image_size == CPU_SHAPES.image_size
+    with pytest.raises(KeyError, match="d0_shapes_256"):
+        book_detector("d7_coco")
+    assert set(BOOK_DETECTORS) == {"d0_shapes_256"}

@@ -8,11 +8,14 @@ from effnet_tutorial.data.coco import CocoDetection
 from effnet_tutorial.recipes import (
     CPU_SHAPES,
     GPU_SHAPES,
+    PAPER_D0,
     QUICK_SHAPES,
     ShapesRecipe,
+    forced_match_share,
     recipe_for,
     write_shapes_data,
 )
+from effnet_tutorial.train import Trainer
 
 
 def test_recipe_becomes_a_train_config():
@@ -32,7 +35,7 @@ def test_device_picks_the_recipe():
 
 
 def test_quick_recipe_is_a_short_cpu_run_at_128():
-    # Part III's chapters 11 and 12 train it in the notebook: it must stay minutes, on a CPU clock
+    # Part III's chapter 11 trains it in the notebook: it must stay minutes, on a CPU clock
     config = QUICK_SHAPES.train_config(progress=False)
     assert QUICK_SHAPES.image_size == 128 and QUICK_SHAPES.image_size % 128 == 0
     assert config.time_budget_minutes == QUICK_SHAPES.minutes <= 3 and config.clock == "process"
@@ -84,3 +87,45 @@ def test_command_line_recipes_are_the_papers_and_the_books():
     assert (cpu["jitter_min"], cpu["jitter_max"]) == CPU_SHAPES.jitter
     assert cpu["clock"] == CPU_SHAPES.clock and cpu["workers"] == CPU_SHAPES.num_workers
     assert set(paper) == set(cpu)
+
+
+def test_gpu_recipe_budgets_epochs_so_every_gpu_trains_the_same_steps():
+    config = GPU_SHAPES.train_config()
+    assert GPU_SHAPES.minutes is None and config.time_budget_minutes is None
+    assert config.epochs == GPU_SHAPES.epochs == 20.0
+    assert GPU_SHAPES.steps() == 20 * (6000 // 16) == 7500
+    assert GPU_SHAPES.budget() == "20 epochs (7,500 steps)"
+    assert CPU_SHAPES.steps() is None and CPU_SHAPES.budget() == "30 minutes of process CPU-time"
+    # the smallest object after the smallest jitter factor stays above the ~22.5 px anchor limit
+    assert GPU_SHAPES.min_size * GPU_SHAPES.jitter[0] >= 22.5
+    smoke = GPU_SHAPES.smoke()
+    assert smoke.epochs == 1.0 and smoke.minutes is None and smoke.train_images <= 16
+
+
+def test_recipe_steps_are_the_trainers_steps():
+    recipe = ShapesRecipe(image_size=64, train_images=10, batch_size=4, minutes=None, epochs=3.0)
+    trainer = Trainer(torch.nn.Linear(1, 1), list(range(10)), recipe.train_config(), "unused")
+    assert trainer.total_steps == recipe.steps() == 6
+
+
+def test_recipe_needs_exactly_one_budget():
+    with pytest.raises(ValueError, match="exactly one budget"):
+        ShapesRecipe(minutes=None)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        ShapesRecipe(minutes=30.0, epochs=2.0)
+
+
+def test_paper_d0_is_the_papers_global_batch_and_learning_rate():
+    assert PAPER_D0.batch_size == 128 and PAPER_D0.optimizer == "sgd"
+    assert PAPER_D0.base_lr() == pytest.approx(0.16) and PAPER_D0.epochs == 300.0
+
+
+def test_forced_match_share_follows_the_object_sizes():
+    shares, n = forced_match_share(GPU_SHAPES, scales=(GPU_SHAPES.jitter[0], 1.0), num_images=30)
+    assert n > 30
+    assert shares[1.0] <= shares[GPU_SHAPES.jitter[0]] <= 0.2  # smaller objects, fewer anchors fit
+    tiny = ShapesRecipe(image_size=512, max_objects=6, min_size=8.0, max_size=0.03)
+    tiny_shares, _ = forced_match_share(tiny, num_images=30)
+    assert tiny_shares[1.0] > 0.9  # objects of 8-15 px: no D0 anchor reaches IoU 0.5
+    with pytest.raises(ValueError, match="positive"):
+        forced_match_share(GPU_SHAPES, scales=(0.0,))

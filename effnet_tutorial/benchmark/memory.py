@@ -189,3 +189,42 @@ def memory_rows(mode: str, threads: int, samples: int = 1) -> list[Row]:
             "d0 ours + memory-efficient swish", "d0 ours", "ours eager", "opt-in; profiler, exact",
             key="tensor_peak_mb"),
     ]
+
+
+def state_mb(trainer) -> float:
+    """Memory a trainer holds between steps, in MB: weights, their gradients, the optimiser's
+    per-weight state (AdamW: two moments; SGD: one momentum buffer) and the EMA copy."""
+    tensors = [p for p in trainer.model.parameters()]
+    tensors += [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    tensors += [t for state in trainer.optimizer.state.values() for t in state.values()
+                if torch.is_tensor(t)]
+    if trainer.ema is not None:
+        tensors += list(trainer.ema.module.state_dict().values())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def training_step_memory(trainer, images: torch.Tensor, targets) -> dict:
+    """Memory of one real training step of ``trainer`` (the book's ``Trainer``), in MB.
+
+    One step runs first, so that gradients and optimiser state exist; the second is measured.
+    ``state_mb`` is what the trainer holds between steps (:func:`state_mb`); ``step_peak_mb``
+    is the most the step adds on top: on CUDA the allocator's peak
+    (``torch.cuda.max_memory_allocated``) above what was allocated before the step, on a CPU the
+    exact tensor peak replayed from the profiler (:func:`tensor_peak_mb`). On a CPU the step runs
+    in float32; a CUDA step in mixed precision keeps most activations in float16 and needs less.
+    """
+    trainer.train_step(images, targets)
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        trainer.train_step(images, targets)
+        torch.cuda.synchronize()
+        step_peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+        method = "torch.cuda.max_memory_allocated"
+    else:
+        step_peak = tensor_peak_mb(lambda: trainer.train_step(images, targets))
+        method = "profiler tensor replay (float32)"
+    state = state_mb(trainer)
+    return {"state_mb": state, "step_peak_mb": step_peak,
+            "total_mb": None if step_peak is None else state + step_peak, "method": method}
