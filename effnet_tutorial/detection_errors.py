@@ -32,7 +32,7 @@ class JudgedDetections:
     """One image's detections above the threshold, highest score first, each with its kind.
 
     ``boxes`` ``(K, 4)`` xyxy, ``scores`` ``(K,)``, ``labels`` ``(K,)``, ``kinds`` (one of
-    :data:`KINDS` each); ``missed``: indices of the ground-truth objects no detection found.
+    ``KINDS`` each); ``missed``: indices of the ground-truth objects no detection found.
     """
 
     boxes: torch.Tensor
@@ -82,7 +82,7 @@ def judge_detections(detections: dict, target: dict, score_threshold: float = 0.
     return JudgedDetections(boxes, scores, labels, kinds, missed)
 
 
-#: Colours of :func:`draw_judged`: correct green, false positives red, misses orange.
+#: Colours of :func:`draw_judged`, correct green, false positives red, misses orange.
 COLOURS = {"correct": "#2ca02c", "duplicate": "#d62728", "wrong class": "#d62728",
            "poor box": "#d62728", "background": "#d62728", "missed": "#ff7f0e"}
 
@@ -90,7 +90,9 @@ COLOURS = {"correct": "#2ca02c", "duplicate": "#d62728", "wrong class": "#d62728
 def draw_judged(image: torch.Tensor, judged: JudgedDetections, target: dict,
                 class_names: list[str] | None = None, ax=None):
     """Draw an image with its judged detections, lowest score first (so the best box and its
-    label end on top), false positives labelled with their kind, and the missed objects dashed."""
+    label end on top), false positives labelled with their kind, and the missed objects dashed.
+    A box that overlaps a better-scored one (IoU >= 0.5) has its label below it, so that the two
+    labels do not cover each other."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -101,13 +103,15 @@ def draw_judged(image: torch.Tensor, judged: JudgedDetections, target: dict,
         x1, y1, x2, y2 = target["boxes"][i].tolist()
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ls="--", lw=1.5,
                                    color=COLOURS["missed"]))
-    for k in reversed(range(len(judged.kinds))):
+    overlap = box_iou(judged.boxes, judged.boxes) if len(judged.kinds) else None
+    for k in reversed(range(len(judged.kinds))):  # highest score first in judged: draw it last
         x1, y1, x2, y2 = judged.boxes[k].tolist()
         kind, colour = judged.kinds[k], COLOURS[judged.kinds[k]]
         name = class_names[int(judged.labels[k])] if class_names else str(int(judged.labels[k]))
         text = f"{name} {float(judged.scores[k]):.2f}" + ("" if kind == "correct" else f" ({kind})")
+        below = bool(k) and bool((overlap[k, :k] >= 0.5).any())
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.5, color=colour))
-        ax.text(x1, y1, text, color="white", fontsize=7, va="bottom",
-                bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
+        ax.text(x1, y2 if below else y1, text, color="white", fontsize=7,
+                va="top" if below else "bottom", bbox=dict(facecolor=colour, alpha=0.8, pad=1, lw=0))
     ax.axis("off")
     return ax

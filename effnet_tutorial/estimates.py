@@ -16,9 +16,9 @@ import torch
 
 from .counting import count_flops
 
-#: A training step costs about three forward passes: the forward pass, and a backward pass that
+#: A training step costs about three forward passes, the forward pass and a backward pass that
 #: computes gradients with respect to both the activations and the weights (two products of the
-#: same size per layer): the usual rule of thumb for convolutions and linear layers.
+#: same size per layer), the usual rule of thumb for convolutions and linear layers.
 TRAINING_PASSES = 3
 
 #: NVIDIA T4 peak throughput from its datasheet (``nvidia2019t4``), in tera-FLOP/s.

@@ -100,16 +100,16 @@ class ShapesRecipe:
 #: The from-scratch CPU run of Part IV (and of ``benchmarks/train_d0_cpu.py``).
 CPU_SHAPES = ShapesRecipe()
 
-#: The GPU run of Part IV: D0 at its native 512 pixels, up to six objects per image, for 20 epochs
+#: The GPU run of Part IV, D0 at its native 512 pixels, up to six objects per image, for 20 epochs
 #: of 6,000 images (7,500 steps of 16), the same steps on every GPU. Objects are at least 32 pixels
-#: and the scale jitter at least 0.75, so the smallest object the network sees is 24 pixels: above
+#: and the scale jitter at least 0.75, so the smallest object the network sees is 24 pixels, above
 #: the ~22.5 pixels below which no anchor reaches IoU 0.5 (Chapter 10), so every object can be
 #: matched by its IoU, not only by force (``anchors.best_anchor_iou`` measures it).
 GPU_SHAPES = ShapesRecipe(image_size=512, train_images=6000, val_images=500, max_objects=6,
                           min_size=32.0, jitter=(0.75, 1.5), batch_size=16, minutes=None,
                           epochs=20.0, eval_every_minutes=3.0, num_workers=2, clock="wall")
 
-#: The paper's D0 training (EfficientDet, arXiv v7, Section 5.1): SGD with momentum 0.9 and
+#: The paper's D0 training (Section 5.1 of arXiv v7) is SGD with momentum 0.9 and
 #: learning rate 0.16 (0.08 per 64 images) warmed up over the first epoch and then cosine-decayed,
 #: weight decay 4e-5, 300 epochs at global batch 128 (32 TPUv3 cores, 4 images each). The package's
 #: ``TrainConfig`` counts the batch per process: on 8 GPUs pass ``batch_size=16``.

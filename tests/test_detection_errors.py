@@ -54,7 +54,9 @@ def test_drawing_puts_the_best_box_on_top_and_dashes_the_misses():
     det = detections([[0, 0, 10, 10, 0.9, 0], [0, 0, 10, 9, 0.8, 0]])
     judged = judge_detections(det, TARGET)
     ax = draw_judged(torch.zeros(3, 120, 120), judged, TARGET, ["a", "b"])
-    texts = [t.get_text() for t in ax.texts]
-    assert texts == ["a 0.80 (duplicate)", "a 0.90"]  # drawn last = on top
+    texts = [(t.get_text(), t.get_va()) for t in ax.texts]
+    # drawn last = on top; the duplicate overlaps the better box, so its label goes below its box
+    assert texts == [("a 0.80 (duplicate)", "top"), ("a 0.90", "bottom")]
+    assert ax.texts[0].get_position()[1] == 9.0  # the duplicate's bottom edge
     dashed = [p for p in ax.patches if p.get_linestyle() == "--"]
     assert len(dashed) == 2  # objects 1 and 2 missed
