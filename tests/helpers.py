@@ -1,6 +1,10 @@
 """Shared test helpers: randomised weights so equivalence checks are not trivially satisfied."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 from torch import nn
 
@@ -34,3 +38,14 @@ def write_tiny_shapes(root, train: int, val: int, seed: int = 0):
     write_coco_dataset(root, "train", train, seed=seed, height=64, width=64, max_objects=3)
     write_coco_dataset(root, "val", val, seed=seed + 1, height=64, width=64, max_objects=3)
     return root
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module (the folder is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,14 @@
 """The benchmark scripts: the training race runs end to end on a tiny setting, the memory replay
 is exact (no timing is asserted anywhere)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_d0_cpu.py"
+from .helpers import BENCHMARKS, load_benchmark_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_d0_cpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("train_d0_cpu")
 
 
 @pytest.mark.slow
@@ -80,11 +75,8 @@ def test_tensor_peak_replays_allocations_and_frees():
 
 
 def load_pretraining_script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # it imports its sibling train_d0_cpu
-    spec = importlib.util.spec_from_file_location("pretraining_cpu", SCRIPT.parent / "pretraining_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports its sibling train_d0_cpu
+    return load_benchmark_script("pretraining_cpu")
 
 
 @pytest.mark.slow

@@ -1,7 +1,4 @@
 """The GPU check: refuses to run silently on a CPU, judges the loss, measures memory exactly."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,14 +7,11 @@ from effnet_tutorial.benchmark import load_record
 from effnet_tutorial.benchmark.memory import state_mb, training_step_memory
 from effnet_tutorial.train import TrainConfig, Trainer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+from .helpers import load_benchmark_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("gpu_check")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
