@@ -1,11 +1,13 @@
 """From head outputs to detections: top-k, box decoding, (soft-)NMS, at most 100 boxes.
 
-EfficientDet (Tan, Pang & Le, 2020) inherits RetinaNet's inference (Lin et al., 2017,
-*Focal Loss for Dense Object Detection*, Sec. 5): keep the 5,000 highest-scoring anchor x class
-pairs over all levels, decode their boxes, suppress duplicates per class with non-maximum
-suppression (NMS) at IoU 0.5, keep the best 100. The released automl evaluation uses Gaussian
-soft-NMS instead (Bodla et al., 2017), which lowers the scores of overlapping boxes rather than
-deleting them.
+The steps and constants are those of the reference code (automl's ``MAX_DETECTION_POINTS`` and
+effdet's ``max_detection_points``; the EfficientDet paper does not state them): keep the 5,000
+highest-scoring anchor x class pairs over all levels, decode their boxes, suppress duplicates per
+class with non-maximum suppression (NMS) at IoU 0.5, keep the best 100. RetinaNet (Lin et al.,
+2017, *Focal Loss for Dense Object Detection*, Sec. 4.1) differs: at most 1,000 predictions per
+level after a score threshold of 0.05, then NMS over the merged levels. The paper's final version
+(arXiv v7, Sec. 5.1) and automl's evaluation use Gaussian soft-NMS instead (Bodla et al., 2017),
+which lowers the scores of overlapping boxes rather than deleting them.
 
 Formats: head outputs are NCHW lists, one per level, ``(B, A*C, H, W)`` logits (channel
 ``a*C + c``) and ``(B, A*4, H, W)`` codes ``[ty, tx, th, tw]``; anchors are **xyxy** ``(N, 4)``
