@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: all)")
     p.add_argument("--eval", action="store_true", help="evaluate the EMA on the val split at the end")
     p.add_argument("--record", action="store_true", help="update the record the package ships")
-    p.add_argument("--data", type=Path, default=HERE / "results" / "gpu_check" / "data")
+    p.add_argument("--data", type=Path, default=OUT / "data")
     args = p.parse_args(argv)
     if args.steps < 12:
         p.error("--steps must be at least 12 (the first ten are not timed)")
@@ -64,7 +63,9 @@ def parse(argv=None) -> argparse.Namespace:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from effnet_tutorial.benchmark.timing import machine_info
+
+    return f"CPU {machine_info(torch.get_num_threads())['cpu']}, {os.cpu_count()} cores"
 
 
 def loss_falls(losses: list[float]) -> tuple[float, float, bool]:
@@ -80,9 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     from effnet_tutorial.data.coco import CocoDetection
     from effnet_tutorial.data.transforms import collate, train_transforms
     from effnet_tutorial.train import SeededAugmentation, Trainer
-    from effnet_tutorial.viz import read_metrics
-
     from effnet_tutorial.utils import try_gpu
+    from effnet_tutorial.viz import read_metrics
 
     device = try_gpu()  # the Trainer picks the same device
     if args.threads:
